@@ -1,0 +1,186 @@
+"""``evalkit`` command line: jsonargparse over typed configs, one parser per command.
+
+Config files compose (a task file + a model file), later files and flags override
+earlier ones, and environment variables only supply defaults (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from evalkit import __version__
+from evalkit.embed.predict import EmbedConfig
+from evalkit.env import env_str
+from evalkit.errors import EvalkitError, one_line
+from evalkit.heads.linear import LinearProbeConfig
+from evalkit.models import MODELS, ModelSpec
+from evalkit.task import Task
+
+COMMANDS = {
+    "predict": "Embed a task's images with a model into the HDF5 cache.",
+    "fit": "Fit the linear-probe protocol on cached embeddings and write results.json.",
+    "predict_fit": "predict, then fit; with several model configs, compare them in one table.",
+    "report": "Tables (Markdown, CSV) of models x tasks from results.json files.",
+    "models": "List the model adapters (`evalkit models list`).",
+}
+
+
+def build_parser(command: str) -> ArgumentParser:
+    """The parser of one command; its ``--help`` documents every option."""
+    parser = ArgumentParser(prog=f"evalkit {command}", description=COMMANDS[command], exit_on_error=True)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML config file; repeat to merge several in order")
+    parser.add_argument("--debug", action="store_true", help="print full tracebacks on errors")
+    if command == "report":
+        parser.add_argument("results", nargs="+", type=str, help="results folders or results.json files")
+        parser.add_argument("--output_dir", type=str | None, default=None, help="where report.md/.csv go (default: the first results folder)")
+        parser.add_argument("--metric", type=str, default="balanced_accuracy", help="metric shown in the table")
+        return parser
+    if command == "models":
+        parser.add_argument("action", choices=["list"], help="what to do")
+        return parser
+    parser.add_argument("--data_root", type=str, default=env_str("DATA_ROOT"), help="where datasets live (DATA_ROOT)")
+    parser.add_argument("--embeddings_root", type=str, default=env_str("EMBEDDINGS_ROOT"),
+                        help="where the embedding cache lives (EMBEDDINGS_ROOT)")
+    parser.add_class_arguments(Task, "task", help="the task: dataset and splits (configs/tasks/*.yaml)")
+    parser.add_subclass_arguments(ModelSpec, "model", required=command != "fit",
+                                  help="the model adapter (configs/models/*.yaml); `evalkit models list` shows them")
+    if command in ("predict", "predict_fit"):
+        parser.add_class_arguments(EmbedConfig, "embed", help="how the embedding stage runs")
+    if command in ("fit", "predict_fit"):
+        parser.add_argument("--results_root", type=str, default=env_str("RESULTS_ROOT"),
+                            help="where results.json files go (RESULTS_ROOT)")
+        parser.add_class_arguments(LinearProbeConfig, "head", help="the linear-probe protocol")
+    return parser
+
+
+def _resolved_config(parser: ArgumentParser, cfg: Namespace) -> dict[str, Any]:
+    return yaml.safe_load(parser.dump(cfg, skip_none=False, skip_check=True)) or {}
+
+
+def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tuple[Path | None, bool]:
+    parser = build_parser(command)
+    cfg = parser.parse_args(argv)
+    debug = bool(cfg.debug)
+    try:
+        if command == "report":
+            from evalkit.report import write_report
+
+            output = cfg.output_dir or (cfg.results[0] if Path(cfg.results[0]).is_dir() else ".")
+            print(write_report(cfg.results, output, cfg.metric), end="")
+            log(f"wrote {Path(output) / 'report.md'} and {Path(output) / 'report.csv'}")
+            return None, debug
+        if command == "models":
+            for name, cls in MODELS.items():
+                doc = (cls.__doc__ or "").strip().splitlines()[0]
+                print(f"{name:12s} {cls.__module__}.{cls.__name__:24s} {doc}")
+            return None, debug
+        config = _resolved_config(parser, cfg)
+        objects = parser.instantiate_classes(cfg)
+        from evalkit import pipeline
+
+        timing: dict[str, float] = {}
+        if command in ("predict", "predict_fit"):
+            start = time.perf_counter()
+            caches = pipeline.predict(objects.task, objects.model, cfg.data_root, cfg.embeddings_root, objects.embed, log)
+            timing["embed_s"] = round(time.perf_counter() - start, 3)
+            timing["embed_reused"] = all(c.reused for c in caches)
+        if command in ("fit", "predict_fit"):
+            path = pipeline.fit(objects.task, objects.model, cfg.embeddings_root, cfg.results_root, objects.head,
+                                config, timing, log)
+            return path, debug
+        return None, debug
+    except EvalkitError:
+        raise
+    except KeyboardInterrupt:
+        raise EvalkitError("interrupted; rerun the same command to resume from the cache") from None
+
+
+def _model_configs(argv: list[str]) -> list[int]:
+    """Positions in ``argv`` of the ``--config`` values whose file sets ``model``."""
+    positions = []
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else (arg.split("=", 1)[1] if arg.startswith("--config=") else None)
+        if value is None or not Path(value).is_file():
+            continue
+        try:
+            content = yaml.safe_load(Path(value).read_text())
+        except yaml.YAMLError:
+            continue
+        if isinstance(content, dict) and "model" in content:
+            positions.append(i + 1 if arg == "--config" else i)
+    return positions
+
+
+def _without(argv: list[str], drop: list[int]) -> list[str]:
+    """``argv`` without the ``--config`` options whose value positions are in ``drop``."""
+    out, skip = [], set()
+    for pos in drop:
+        skip.add(pos)
+        if argv[pos] != "--config" and not argv[pos].startswith("--config="):
+            skip.add(pos - 1)
+    return [a for i, a in enumerate(argv) if i not in skip]
+
+
+def _compare(argv: list[str], log: Callable[[str], None]) -> None:
+    """predict_fit over several model configs, then one comparison table."""
+    from evalkit.report import write_report
+
+    positions = _model_configs(argv)
+    paths = []
+    for keep in positions:
+        paths.append(_run_single("predict_fit", _without(argv, [p for p in positions if p != keep]), log)[0])
+    first = build_parser("predict_fit").parse_args(_without(argv, positions[1:]))
+    output = Path(first.results_root) / first.task.name
+    print()
+    print(write_report([str(p) for p in paths if p], output), end="")
+    log(f"comparison table: {output / 'report.md'} and {output / 'report.csv'}")
+
+
+def _usage() -> str:
+    lines = [f"evalkit {__version__}: evaluate pathology foundation models", "", "usage: evalkit COMMAND [options]", ""]
+    lines += [f"  {name:12s} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "`evalkit COMMAND --help` documents every option of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"evalkit: error: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    debug = "--debug" in rest
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        if command == "predict_fit" and len(_model_configs(rest)) > 1:
+            _compare(rest, log)
+        else:
+            _run_single(command, rest, log)
+    except EvalkitError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"evalkit: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # an error a user can hit inside a worker arrives re-wrapped
+        if "EvalkitError" in str(exc) and not debug:
+            print(f"evalkit: error: {one_line(exc)}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

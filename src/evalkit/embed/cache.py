@@ -1,0 +1,163 @@
+"""The HDF5 embedding cache (DESIGN.md): one content-addressed file per (model, dataset, split).
+
+Writing is crash-safe in two steps. While the forward passes run, every finished batch
+is saved as its own small file under ``<name>.partial/`` (written to a temporary name,
+then renamed, so a killed process leaves only whole batches). When every batch is
+there, they are streamed into ``<name>.h5.tmp``, which is renamed to ``<name>.h5``.
+A reader therefore never sees a half-written cache, and a restarted run redoes only
+the batches that were not saved, with the same batch boundaries, so its file equals
+an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from evalkit import __version__
+from evalkit.errors import EvalkitError
+
+SCHEMA_VERSION = 1
+REQUIRED_DATASETS = ("embeddings", "labels", "ids")
+REQUIRED_ATTRS = ("model", "model_fingerprint", "dataset", "split", "transform", "complete", "evalkit_version")
+_BATCH_FILE = re.compile(r"^batch-(\d+)\.npz$")
+
+
+def cache_key(model_fingerprint: str, dataset_identity: str, split: str) -> str:
+    """Same weights, transform, data and split -> same key."""
+    blob = json.dumps({"schema": SCHEMA_VERSION, "model": model_fingerprint, "dataset": dataset_identity,
+                       "split": split}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_path(embeddings_root: str | Path, task: str, model: str, split: str, key: str) -> Path:
+    return Path(embeddings_root) / task / model / f"{split}-{key[:16]}.h5"
+
+
+@dataclass
+class Embeddings:
+    """A split's cached embeddings, held as tensors for head fitting."""
+
+    embeddings: torch.Tensor  # [N, D] float32
+    labels: torch.Tensor  # [N] int64
+    ids: list[str]
+    attrs: dict[str, Any]
+    path: Path
+
+    @property
+    def classes(self) -> list[str] | None:
+        raw = self.attrs.get("classes")
+        return json.loads(raw) if raw else None
+
+
+def _schema_problem(f: h5py.File) -> str | None:
+    for name in REQUIRED_DATASETS:
+        if name not in f:
+            return f"no '{name}' dataset"
+    for name in REQUIRED_ATTRS:
+        if name not in f.attrs:
+            return f"no '{name}' attribute"
+    n = f["embeddings"].shape[0]
+    if f["embeddings"].ndim != 2 or f["labels"].shape != (n,) or f["ids"].shape != (n,):
+        return "embeddings, labels and ids disagree in shape"
+    return None
+
+
+def read_embeddings(path: str | Path) -> Embeddings:
+    """Read and check a cache file; anything that is not a complete evalkit cache is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalkitError(f"embeddings file not found: {path}; run `evalkit predict` with the same task and model first")
+    try:
+        with h5py.File(path, "r") as f:
+            problem = _schema_problem(f)
+            if problem:
+                raise EvalkitError(f"{path} is not an evalkit embedding cache ({problem}); point at a file written by `evalkit predict`")
+            if not bool(f.attrs["complete"]):
+                raise EvalkitError(f"{path} is incomplete; rerun `evalkit predict` to finish it")
+            embeddings = torch.from_numpy(f["embeddings"][...].astype(np.float32, copy=False))
+            labels = torch.from_numpy(f["labels"][...].astype(np.int64, copy=False))
+            ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][...]]
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    except OSError as exc:
+        raise EvalkitError(f"cannot read {path} as HDF5 ({exc}); delete it and rerun `evalkit predict`") from None
+    return Embeddings(embeddings, labels, ids, attrs, path)
+
+
+def is_complete(path: Path) -> bool:
+    """True for a whole cache file; a file of another schema is an error, never overwritten."""
+    if not path.is_file():
+        return False
+    read_embeddings(path)  # raises on a foreign or broken file
+    return True
+
+
+class PartialCache:
+    """The batches already embedded for one cache file, saved one file per batch."""
+
+    def __init__(self, final_path: Path, batch_size: int) -> None:
+        self.final_path = final_path
+        self.dir = final_path.with_suffix(".partial")
+        meta = self.dir / "meta.json"
+        if meta.is_file():  # resume with the batch boundaries of the first run
+            batch_size = json.loads(meta.read_text())["batch_size"]
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(meta, json.dumps({"batch_size": batch_size}))
+        self.batch_size = batch_size
+
+    def done_batches(self) -> set[int]:
+        return {int(m.group(1)) for p in self.dir.iterdir() if (m := _BATCH_FILE.match(p.name))}
+
+    def write_batch(self, indices: np.ndarray, embeddings: np.ndarray) -> None:
+        batch_id = int(indices[0]) // self.batch_size
+        tmp = self.dir / f"batch-{batch_id:08d}.tmp.npz"
+        np.savez(tmp, indices=indices.astype(np.int64), embeddings=embeddings)
+        os.replace(tmp, self.dir / f"batch-{batch_id:08d}.npz")
+
+    def assemble(self, ids: list[str], labels: np.ndarray, attrs: dict[str, Any], dtype: str = "float32") -> None:
+        """Stream the batch files into the final HDF5 file (via a temporary name), then drop them."""
+        n = len(ids)
+        batch_files = sorted(p for p in self.dir.iterdir() if _BATCH_FILE.match(p.name))
+        seen = np.zeros(n, dtype=bool)
+        tmp = self.final_path.with_suffix(".h5.tmp")
+        with h5py.File(tmp, "w") as f:
+            dset = None
+            for file in batch_files:
+                with np.load(file) as batch:
+                    indices, emb = batch["indices"], batch["embeddings"]
+                if dset is None:
+                    dim = emb.shape[1]
+                    dset = f.create_dataset("embeddings", shape=(n, dim), dtype=dtype,
+                                            chunks=(min(n, max(1, 2**20 // (dim * 4))), dim))
+                lo, hi = int(indices[0]), int(indices[-1]) + 1
+                if hi - lo == len(indices) and np.all(np.diff(indices) == 1):
+                    dset[lo:hi] = emb
+                else:
+                    dset[np.sort(indices)] = emb[np.argsort(indices)]
+                seen[indices] = True
+            if dset is None or not seen.all():
+                missing = int((~seen).sum())
+                raise EvalkitError(f"{missing} of {n} embeddings missing in {self.dir}; rerun `evalkit predict` to finish")
+            f.create_dataset("labels", data=labels.astype(np.int64))
+            f.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            for key, value in {**attrs, "evalkit_version": __version__, "complete": True}.items():
+                f.attrs[key] = value
+        os.replace(tmp, self.final_path)
+        shutil.rmtree(self.dir)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,190 @@
+"""The embedding stage: a Lightning predict loop that fills the HDF5 cache.
+
+Lightning earns its keep here: DataLoader workers, devices, DDP and mixed precision come
+from the Trainer. Each rank embeds whole batches of the not-yet-saved part of the split
+and saves each as it finishes (see :mod:`evalkit.embed.cache`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from evalkit.data.base import ImageSplitDataset, SplitListing
+from evalkit.embed.cache import PartialCache, cache_key, cache_path, is_complete
+from evalkit.env import env_int, env_str
+from evalkit.models.base import Backbone, ModelSpec, weights_sha256
+from evalkit.task import Task
+
+
+@dataclass
+class EmbedConfig:
+    """How the embedding stage runs.
+
+    Args:
+        batch_size: images per forward pass (per device).
+        num_workers: DataLoader worker processes; default ``$NUM_WORKERS`` or min(4, cores).
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``); default ``$ACCELERATOR``.
+        devices: devices to use (several run DDP); default ``$DEVICES``.
+        dtype: storage type of the embeddings in the cache.
+    """
+
+    batch_size: int = 64
+    num_workers: int | None = field(default_factory=lambda: env_int("NUM_WORKERS"))
+    accelerator: str = field(default_factory=lambda: env_str("ACCELERATOR"))
+    devices: int | str = field(default_factory=lambda: env_str("DEVICES"))
+    dtype: Literal["float32", "float16"] = "float32"
+
+
+@dataclass
+class SplitCache:
+    """Where one split's embeddings are and how they got there."""
+
+    split: str
+    path: Path
+    key: str
+    reused: bool
+    seconds: float
+
+
+class _EmbedModule(L.LightningModule):
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, indices = batch
+        return self.backbone(images)["cls"].float(), indices
+
+
+class _BatchWriter(BasePredictionWriter):
+    def __init__(self, partial: PartialCache) -> None:
+        super().__init__(write_interval="batch")
+        self.partial = partial
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        embeddings, indices = prediction
+        self.partial.write_batch(indices.cpu().numpy(), embeddings.cpu().numpy())
+
+
+class _PendingBatches(torch.utils.data.Sampler[list[int]]):
+    """The batches not yet saved, with fixed boundaries ``[k*B, (k+1)*B)``, split round-robin over ranks.
+
+    The rank is read when iteration starts, after Lightning has set up the process group.
+    """
+
+    def __init__(self, n: int, batch_size: int, done: set[int]) -> None:
+        self.batch_size = batch_size
+        self.n = n
+        self.pending = [k for k in range(math.ceil(n / batch_size)) if k not in done]
+
+    def _mine(self) -> list[int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            return self.pending[rank::world]
+        return self.pending
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for k in self._mine():
+            yield list(range(k * self.batch_size, min(self.n, (k + 1) * self.batch_size)))
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+def _precision(accelerator: str) -> str:
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def _run_predict(backbone: Backbone, listing: SplitListing, partial: PartialCache, cfg: EmbedConfig) -> None:
+    pending = _PendingBatches(len(listing), partial.batch_size, partial.done_batches())
+    if not pending.pending:
+        return
+    workers = cfg.num_workers if cfg.num_workers is not None else min(4, os.cpu_count() or 1)
+    loader = torch.utils.data.DataLoader(
+        ImageSplitDataset(listing, backbone.preprocessing.transform()),
+        batch_sampler=pending, num_workers=workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+    # Lightning's banner lines and tips are noise in a CLI that prints its own progress.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=cfg.devices, precision=_precision(cfg.accelerator),
+        logger=False, enable_checkpointing=False, enable_model_summary=False,
+        use_distributed_sampler=False, callbacks=[_BatchWriter(partial)], inference_mode=True,
+    )
+    trainer.predict(_EmbedModule(backbone), dataloaders=loader, return_predictions=False)
+    trainer.strategy.barrier()
+
+
+def embed_task(
+    task: Task,
+    model: ModelSpec,
+    data_root: str | Path,
+    embeddings_root: str | Path,
+    cfg: EmbedConfig,
+    log: Callable[[str], None] = print,
+) -> list[SplitCache]:
+    """Embed every split of ``task`` with ``model`` into the cache; complete caches are reused untouched.
+
+    The backbone is built only when some split still needs a forward pass.
+    """
+    fingerprint = model.fingerprint()
+    backbone: Backbone | None = None
+    results = []
+    for split in task.splits:
+        key = cache_key(fingerprint, task.dataset.identity(), split)
+        path = cache_path(embeddings_root, task.name, model.name, split, key)
+        if is_complete(path):
+            log(f"[{model.name}] {task.name}/{split}: reusing cache {path}")
+            results.append(SplitCache(split, path, key, True, 0.0))
+            continue
+        start = time.perf_counter()
+        listing = task.dataset.list_split(data_root, split)
+        if backbone is None:
+            backbone = model.build()
+        partial = PartialCache(path, cfg.batch_size)
+        log(f"[{model.name}] {task.name}/{split}: embedding {len(listing)} images -> {path}")
+        _run_predict(backbone, listing, partial, cfg)
+        if _is_global_zero():
+            partial.assemble(listing.ids, listing.labels, _attrs(task, model, backbone, split, fingerprint, listing),
+                             cfg.dtype)
+        results.append(SplitCache(split, path, key, False, time.perf_counter() - start))
+    return results
+
+
+def _is_global_zero() -> bool:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return True
+
+
+def _attrs(task: Task, model: ModelSpec, backbone: Backbone, split: str, fingerprint: str,
+           listing: SplitListing) -> dict[str, Any]:
+    return {
+        "model": model.name,
+        "model_fingerprint": fingerprint,
+        "weights_sha256": weights_sha256(backbone),
+        "dataset": task.name,
+        "dataset_config": task.dataset.identity(),
+        "dataset_fingerprint": listing.fingerprint(),
+        "split": split,
+        "transform": json.dumps(backbone.preprocessing.as_dict()),
+        "classes": json.dumps(task.dataset.classes),
+        "embed_dim": backbone.embed_dim,
+    }

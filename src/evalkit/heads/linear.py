@@ -1,0 +1,164 @@
+"""Fixed-protocol linear probes on cached embeddings, all seeded runs fitted together.
+
+The ``R`` runs are one batched linear layer (weights ``[R, D, C]``): each step gathers
+every run's own mini-batch from the resident embedding tensor and does one batched
+matmul. The loss is the *sum* of the runs' mean losses and the optimisers act element-
+wise, so every run gets exactly the gradient and update it would get alone; each run
+has its own initialisation, its own sampling order and its own early stopping.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from evalkit.env import env_int
+from evalkit.heads.protocols import PROTOCOLS, Protocol
+from evalkit.metrics.classification import balanced_accuracy_runs, classification_metrics
+
+
+@dataclass
+class LinearProbeConfig:
+    """The linear probe of ``evalkit fit``.
+
+    Args:
+        protocol: ``sgd_kaiko`` (kaiko paper, Table VI) or ``adamw_eva`` (eva's leaderboard).
+        n_runs: seeded runs, reported as mean, std and each run; default ``$N_RUNS`` or 5.
+        max_steps: optimiser steps per run; default ``$MAX_STEPS`` or 12,500.
+        batch_size: overrides the protocol's batch size (lr then scales linearly); default ``$BATCH_SIZE``.
+        lr: overrides the (scaled) learning rate.
+        seed: seed of run 0; run r uses ``seed + r``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    """
+
+    protocol: str = "sgd_kaiko"
+    n_runs: int = field(default_factory=lambda: env_int("N_RUNS") or 5)
+    max_steps: int = field(default_factory=lambda: env_int("MAX_STEPS") or 12_500)
+    batch_size: int | None = field(default_factory=lambda: env_int("BATCH_SIZE"))
+    lr: float | None = None
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class ProbeResult:
+    """Per-run metrics on each evaluation split plus what the protocol resolved to."""
+
+    metrics: dict[str, dict[str, list[float]]]  # split -> metric -> one value per run
+    settings: dict[str, Any]
+    best_epochs: list[int]
+    stopped_epochs: list[int]
+    seconds: float
+
+
+def _init_runs(n_runs: int, dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Generator]]:
+    """``nn.Linear``'s default initialisation (uniform in ±1/sqrt(D)), one generator per run."""
+    bound = 1.0 / math.sqrt(dim)
+    weights, biases, generators = [], [], []
+    for r in range(n_runs):
+        g = torch.Generator().manual_seed(seed + r)
+        weights.append(torch.empty(dim, num_classes).uniform_(-bound, bound, generator=g))
+        biases.append(torch.empty(num_classes).uniform_(-bound, bound, generator=g))
+        generators.append(g)
+    return torch.stack(weights), torch.stack(biases), generators
+
+
+def _optimizer(protocol: Protocol, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    if protocol.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=protocol.momentum, nesterov=protocol.nesterov,
+                               weight_decay=protocol.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=protocol.weight_decay)
+
+
+def _logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``x`` [N, D] shared by all runs -> [R, N, C]."""
+    return torch.einsum("nd,rdc->rnc", x, weight) + bias[:, None, :]
+
+
+def fit_linear_probe(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    cfg: LinearProbeConfig,
+    evaluate: dict[str, tuple[torch.Tensor, torch.Tensor]],
+) -> ProbeResult:
+    """Fit ``cfg.n_runs`` linear heads on ``train``, early-stopped on ``val`` balanced accuracy.
+
+    Each run keeps the weights of its best validation epoch; every split in ``evaluate``
+    (named as the dataset names it) is scored with them.
+    """
+    start = time.perf_counter()
+    protocol = PROTOCOLS.get(cfg.protocol)
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))
+    x, y = train[0].to(device, torch.float32), train[1].to(device)
+    vx, vy = val[0].to(device, torch.float32), val[1].to(device)
+    n, dim = x.shape
+    batch_size = cfg.batch_size or protocol.batch_size(n)
+    lr = cfg.lr if cfg.lr is not None else protocol.lr(batch_size)
+    patience = protocol.patience(n, batch_size, cfg.max_steps)
+    runs = cfg.n_runs
+
+    weight, bias, generators = _init_runs(runs, dim, num_classes, cfg.seed)
+    weight, bias = weight.to(device).requires_grad_(), bias.to(device).requires_grad_()
+    optimizer = _optimizer(protocol, [weight, bias], lr)
+    # Cosine from lr to 0 over max_steps, no warmup (CosineAnnealingLR with T_max = max_steps).
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.max_steps) / cfg.max_steps)))
+
+    best_score = torch.full((runs,), -math.inf, dtype=torch.float64, device=device)
+    best_weight, best_bias = weight.detach().clone(), bias.detach().clone()
+    best_epoch = torch.zeros(runs, dtype=torch.long)
+    stopped_epoch = torch.zeros(runs, dtype=torch.long)
+    waited = torch.zeros(runs, dtype=torch.long, device=device)
+    active = torch.ones(runs, dtype=torch.bool, device=device)
+
+    step, epoch = 0, 0
+    while step < cfg.max_steps and bool(active.any()):
+        order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+        for lo in range(0, n, batch_size):
+            idx = order[:, lo:lo + batch_size]  # [R, B]: each run its own mini-batch
+            logits = torch.baddbmm(bias[:, None, :], x[idx], weight)  # [R, B, C]
+            loss = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none")
+            loss = loss.view(runs, -1).mean(dim=1).sum()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"linear probe loss is {loss.item()} at step {step}; check the embeddings")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            if step >= cfg.max_steps:
+                break
+        # ---- validation and per-run early stopping ----
+        with torch.no_grad():
+            score = balanced_accuracy_runs(_logits(vx, weight, bias).argmax(dim=-1), vy, num_classes)
+            improved = (score > best_score) & active
+            best_score = torch.where(improved, score, best_score)
+            best_weight[improved] = weight[improved]
+            best_bias[improved] = bias[improved]
+            best_epoch[improved.cpu()] = epoch
+            waited = torch.where(improved, 0, waited + active.long())
+            newly_stopped = active & (waited >= patience)
+            stopped_epoch[active.cpu()] = epoch
+            active &= ~newly_stopped
+        epoch += 1
+
+    metrics: dict[str, dict[str, list[float]]] = {}
+    for split_name, split in evaluate.items():
+        sx, sy = split[0].to(device, torch.float32), split[1].to(device)
+        with torch.no_grad():
+            logits = _logits(sx, best_weight, best_bias).cpu()
+        per_run = [classification_metrics(logits[r], sy.cpu(), num_classes) for r in range(runs)]
+        metrics[split_name] = {name: [m[name] for m in per_run] for name in per_run[0]}
+    settings = {"protocol": protocol.name, "optimizer": protocol.optimizer, "batch_size": batch_size, "lr": lr,
+                "max_steps": cfg.max_steps, "steps_run": step, "patience_epochs": patience,
+                "momentum": protocol.momentum, "nesterov": protocol.nesterov,
+                "weight_decay": protocol.weight_decay, "seeds": [cfg.seed + r for r in range(runs)],
+                "device": str(device)}
+    return ProbeResult(metrics, settings, best_epoch.tolist(), stopped_epoch.tolist(), time.perf_counter() - start)

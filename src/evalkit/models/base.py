@@ -1,0 +1,173 @@
+"""The adapter contract every backbone family obeys.
+
+A :class:`ModelSpec` is the cheap, configurable description of a backbone (what the
+config file names); :meth:`ModelSpec.build` makes the frozen network. Keeping the two
+apart lets ``fit`` find a model's cache from its config alone, without building it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torchvision.transforms import v2 as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are turned into the backbone's input: resize shorter side, centre crop, normalise.
+
+    The defaults reproduce eva's ``ResizeAndCrop`` (resize to 224, crop 224, ImageNet
+    statistics). The transform is derived from this, never retyped per task.
+    """
+
+    input_size: int = 224
+    resize_size: int | None = None  # shorter side before the crop; None: input_size
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+
+    def transform(self) -> T.Compose:
+        modes = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                 "nearest": T.InterpolationMode.NEAREST}
+        return T.Compose([
+            T.ToImage(),
+            T.Resize(self.resize_size or self.input_size, interpolation=modes[self.interpolation], antialias=True),
+            T.CenterCrop(self.input_size),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean=list(self.mean), std=list(self.std)),
+        ])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+class Backbone(nn.Module):
+    """A frozen network returning ``{"cls": [B, D], "patch": [B, N, D]}`` ("patch" when it has one)."""
+
+    def __init__(self, embed_dim: int, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.preprocessing = preprocessing
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ModuleBackbone(Backbone):
+    """Wraps any module whose output :func:`pool_features` understands."""
+
+    def __init__(self, net: nn.Module, preprocessing: Preprocessing, num_prefix_tokens: int = 1) -> None:
+        with torch.inference_mode():
+            probe = net.eval()(torch.zeros(1, 3, preprocessing.input_size, preprocessing.input_size))
+        super().__init__(pool_features(probe, num_prefix_tokens)["cls"].shape[-1], preprocessing)
+        self.net = net
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return pool_features(self.net(images), self.num_prefix_tokens)
+
+
+class ModelSpec:
+    """Base of every model adapter: a name, a fingerprint and a way to build the frozen backbone.
+
+    Subclasses list in ``weight_files`` the init arguments that point at weight files or
+    folders: their contents enter the fingerprint, so new weights at the same path get a
+    new cache key.
+    """
+
+    weight_files: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str | None = None, preprocessing: Preprocessing | None = None) -> None:
+        self._name = name
+        self.preprocessing_override = preprocessing
+
+    @property
+    def name(self) -> str:
+        """Display name, used in result paths and tables."""
+        return self._name or self.default_name()
+
+    def default_name(self) -> str:
+        raise NotImplementedError
+
+    def build(self) -> Backbone:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The arguments that decide the weights and the transform (used by :meth:`fingerprint`)."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A content address of the weights and transform, computed without building the model."""
+        payload: dict[str, Any] = {"adapter": type(self).__name__, "config": self.config()}
+        if self.preprocessing_override is not None:
+            payload["preprocessing"] = self.preprocessing_override.as_dict()
+        for attr in self.weight_files:
+            path = getattr(self, attr, None)
+            if path:
+                payload[f"sha256:{attr}"] = path_sha256(path)
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def path_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, or of every file under a folder (names and bytes); memoised per size/mtime."""
+    p = Path(path)
+    if not p.exists():
+        from evalkit.errors import EvalkitError
+
+        raise EvalkitError(f"weights not found: {p}; check the path in the model config")
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        stat = f.stat()
+        key = (str(f.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _HASHES:
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+            _HASHES[key] = h.hexdigest()
+        digest.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+        digest.update(_HASHES[key].encode())
+    return digest.hexdigest()
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """SHA-256 of the actual tensors, recorded in the cache for provenance."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes() if tensor.dtype != torch.bfloat16
+                 else tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def pool_features(features: torch.Tensor, num_prefix_tokens: int = 1) -> dict[str, torch.Tensor]:
+    """Split a generic backbone output into the ``cls``/``patch`` contract.
+
+    ``[B, D]`` is already pooled; ``[B, C, H, W]`` (CNN maps) is average-pooled with its
+    positions as patches; ``[B, N, D]`` (tokens) takes token 0 as ``cls`` and drops the
+    ``num_prefix_tokens`` prefix tokens from the patches.
+    """
+    if features.ndim == 2:
+        return {"cls": features}
+    if features.ndim == 4:
+        patch = features.flatten(2).transpose(1, 2)
+        return {"cls": patch.mean(dim=1), "patch": patch}
+    if features.ndim == 3:
+        return {"cls": features[:, 0], "patch": features[:, num_prefix_tokens:]}
+    raise ValueError(f"expected backbone output of 2, 3 or 4 dimensions, got shape {tuple(features.shape)}")

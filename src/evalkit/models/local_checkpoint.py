@@ -1,0 +1,73 @@
+"""Any PyTorch module (built by an importable function) with weights from a local file."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from evalkit.errors import EvalkitError
+from evalkit.models.base import Backbone, ModelSpec, ModuleBackbone, Preprocessing
+from evalkit.models.checkpoint import load_strict, read_state_dict, remap_keys
+from evalkit.models.registry import MODELS
+
+
+def _import_callable(path: str) -> Any:
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise EvalkitError(f"cannot import builder '{path}'; expected 'package.module.function'") from None
+
+
+@MODELS.register("checkpoint")
+class LocalCheckpointModel(ModelSpec):
+    """A network built by ``builder(**builder_kwargs)`` and loaded strictly from ``checkpoint_path``.
+
+    The module's output is read by shape: ``[B, D]`` is the embedding, ``[B, C, H, W]`` is
+    average-pooled, ``[B, N, D]`` takes token 0.
+
+    Args:
+        builder: importable callable returning an ``nn.Module`` (``torchvision.models.resnet18``,
+            ``mypackage.models:build``).
+        checkpoint_path: local weights file (``.pt``, ``.pth``, ``.ckpt``, ``.safetensors``).
+        builder_kwargs: keyword arguments for ``builder``.
+        checkpoint_key: nested entry that holds the weights (``state_dict``, ``teacher``, ...).
+        prefix_map: key-prefix renames; a prefix mapped to null drops its keys.
+        num_prefix_tokens: for token outputs, tokens before the patches.
+        name: display name in results; defaults to the builder's name.
+        preprocessing: the input transform (ImageNet statistics at 224 px by default).
+    """
+
+    weight_files = ("checkpoint_path",)
+
+    def __init__(
+        self,
+        builder: str,
+        checkpoint_path: str,
+        builder_kwargs: dict[str, Any] | None = None,
+        checkpoint_key: str | None = None,
+        prefix_map: dict[str, str | None] | None = None,
+        num_prefix_tokens: int = 1,
+        name: str | None = None,
+        preprocessing: Preprocessing | None = None,
+    ) -> None:
+        super().__init__(name, preprocessing)
+        self.builder = builder
+        self.checkpoint_path = checkpoint_path
+        self.builder_kwargs = dict(builder_kwargs or {})
+        self.checkpoint_key = checkpoint_key
+        self.prefix_map = dict(prefix_map or {})
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def default_name(self) -> str:
+        return self.builder.replace(":", ".").rpartition(".")[2]
+
+    def config(self) -> dict[str, Any]:
+        return {"builder": self.builder, "builder_kwargs": self.builder_kwargs,
+                "checkpoint_key": self.checkpoint_key, "prefix_map": self.prefix_map}
+
+    def build(self) -> Backbone:
+        net = _import_callable(self.builder)(**self.builder_kwargs)
+        state = remap_keys(read_state_dict(self.checkpoint_path, self.checkpoint_key), self.prefix_map)
+        load_strict(net, state, self.checkpoint_path)
+        return ModuleBackbone(net, self.preprocessing_override or Preprocessing(), self.num_prefix_tokens)

@@ -1,0 +1,102 @@
+"""torchvision backbones by name, classifier removed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from evalkit.errors import EvalkitError
+from evalkit.models.base import Backbone, ModelSpec, ModuleBackbone, Preprocessing
+from evalkit.models.checkpoint import load_strict, read_state_dict, remap_keys
+from evalkit.models.registry import MODELS
+
+_CLASSIFIER_ATTRS = ("fc", "heads", "classifier", "head")
+
+
+@MODELS.register("torchvision")
+class TorchvisionModel(ModelSpec):
+    """A ``torchvision.models`` network by name; its classifier becomes the identity.
+
+    Args:
+        model_name: a name ``torchvision.models.list_models()`` knows (``resnet50``, ``vit_b_16``).
+        weights: a torchvision weights name (``IMAGENET1K_V2``) or null for random init.
+        checkpoint_path: local weights file (a state dict of the full network), loaded strictly.
+        prefix_map: key-prefix renames; a prefix mapped to null is dropped (e.g. ``{"fc.": null}``).
+        seed: seed of the random initialisation.
+        name: display name in results.
+        preprocessing: overrides the transform implied by ``weights``.
+    """
+
+    weight_files = ("checkpoint_path",)
+
+    def __init__(
+        self,
+        model_name: str,
+        weights: str | None = None,
+        checkpoint_path: str | None = None,
+        prefix_map: dict[str, str | None] | None = None,
+        seed: int = 0,
+        name: str | None = None,
+        preprocessing: Preprocessing | None = None,
+    ) -> None:
+        super().__init__(name, preprocessing)
+        self.model_name = model_name
+        self.weights = weights
+        self.checkpoint_path = checkpoint_path
+        self.prefix_map = dict(prefix_map or {})
+        self.seed = seed
+
+    def default_name(self) -> str:
+        suffix = f"-{self.weights}" if self.weights else ("" if self.checkpoint_path else "-random")
+        return f"tv-{self.model_name}{suffix}"
+
+    def config(self) -> dict[str, Any]:
+        import torchvision
+
+        cfg: dict[str, Any] = {"model_name": self.model_name, "weights": self.weights, "prefix_map": self.prefix_map}
+        if not self.weights and not self.checkpoint_path:
+            cfg.update(seed=self.seed, torchvision=torchvision.__version__.split("+")[0])
+        return cfg
+
+    def build(self) -> Backbone:
+        import torchvision
+
+        if self.model_name not in torchvision.models.list_models():
+            raise EvalkitError(f"unknown torchvision model '{self.model_name}'; see torchvision.models.list_models()")
+        weights = None
+        if self.weights and not self.checkpoint_path:
+            enum = torchvision.models.get_model_weights(self.model_name)
+            if self.weights not in enum.__members__:
+                raise EvalkitError(f"unknown weights '{self.weights}' for torchvision model '{self.model_name}'; "
+                                   f"known: {', '.join(enum.__members__)}")
+            weights = enum[self.weights]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            try:
+                net = torchvision.models.get_model(self.model_name, weights=weights)
+            except OSError as exc:
+                raise EvalkitError(
+                    f"cannot fetch weights {self.weights} for torchvision model '{self.model_name}' (offline?): "
+                    "download them elsewhere and set model checkpoint_path to the local file"
+                ) from exc
+        if self.checkpoint_path:
+            state = remap_keys(read_state_dict(self.checkpoint_path), self.prefix_map)
+            load_strict(net, state, self.checkpoint_path)
+        for attr in _CLASSIFIER_ATTRS:
+            if isinstance(getattr(net, attr, None), nn.Module):
+                setattr(net, attr, nn.Identity())
+                break
+        preprocessing = self.preprocessing_override or _weights_preprocessing(weights)
+        return ModuleBackbone(net, preprocessing)
+
+
+def _weights_preprocessing(weights: Any) -> Preprocessing:
+    if weights is None:
+        return Preprocessing()
+    t = weights.transforms()
+    return Preprocessing(
+        input_size=t.crop_size[0], resize_size=t.resize_size[0], mean=tuple(t.mean), std=tuple(t.std),
+        interpolation=t.interpolation.value,
+    )

@@ -1,0 +1,39 @@
+"""A task: a named dataset and which of its splits train, select and test the heads."""
+
+from __future__ import annotations
+
+from evalkit.data.base import DatasetSpec
+
+
+class Task:
+    """What a task config file describes (``configs/tasks/*.yaml``).
+
+    Args:
+        name: the task's name in results and tables (``crc``, ``bach``).
+        dataset: the dataset spec (``class_path: ImageFolder`` and its arguments).
+        train_split: the split the heads are fitted on.
+        val_split: the split for early stopping and the reported validation metrics.
+        test_split: an optional held-out split, scored with the weights chosen on ``val_split``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        dataset: DatasetSpec,
+        train_split: str = "train",
+        val_split: str = "val",
+        test_split: str | None = None,
+    ) -> None:
+        self.name = name
+        self.dataset = dataset
+        self.train_split = train_split
+        self.val_split = val_split
+        self.test_split = test_split
+
+    @property
+    def splits(self) -> list[str]:
+        return [s for s in (self.train_split, self.val_split, self.test_split) if s]
+
+    @property
+    def eval_splits(self) -> list[str]:
+        return [s for s in (self.val_split, self.test_split) if s]
