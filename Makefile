@@ -1,4 +1,6 @@
 # Two commands do all set-up on a fresh clone: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,9 +11,9 @@ STAMP := $(VENV)/.evalkit-installed
 # Create the venv when missing: torch first (the pinned local build), then evalkit and its test extras.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | { grep -v "is ignored" || true; }
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1 2>&1 | { grep -v "is ignored" || true; }
+	$(BIN)/python -m pip install --quiet -e ".[test]" 2>&1 | { grep -v "is ignored" || true; }
 	$(BIN)/python -c "import evalkit, torch, timm, lightning, h5py"
 	touch $(STAMP)
 

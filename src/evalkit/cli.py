@@ -16,7 +16,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from evalkit import __version__
-from evalkit.embed.predict import EmbedConfig
+from evalkit.embed.predict import EmbedConfig, is_global_zero
 from evalkit.env import env_str
 from evalkit.errors import EvalkitError, one_line
 from evalkit.heads.linear import LinearProbeConfig
@@ -91,6 +91,8 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tu
             caches = pipeline.predict(objects.task, objects.model, cfg.data_root, cfg.embeddings_root, objects.embed, log)
             timing["embed_s"] = round(time.perf_counter() - start, 3)
             timing["embed_reused"] = all(c.reused for c in caches)
+            if not is_global_zero():  # other DDP ranks only help embedding
+                return None, debug
         if command in ("fit", "predict_fit"):
             path = pipeline.fit(objects.task, objects.model, cfg.embeddings_root, cfg.results_root, objects.head,
                                 config, timing, log)

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
+import h5py
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from evalkit.data.base import ImageSplitDataset, SplitListing
 from evalkit.embed.cache import PartialCache, cache_key, cache_path, is_complete
 from evalkit.env import env_int, env_str
+from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, weights_sha256
 from evalkit.task import Task
 
@@ -151,6 +152,7 @@ def embed_task(
         key = cache_key(fingerprint, task.dataset.identity(), split)
         path = cache_path(embeddings_root, task.name, model.name, split, key)
         if is_complete(path):
+            _check_same_data(task, split, data_root, path)
             log(f"[{model.name}] {task.name}/{split}: reusing cache {path}")
             results.append(SplitCache(split, path, key, True, 0.0))
             continue
@@ -161,17 +163,36 @@ def embed_task(
         partial = PartialCache(path, cfg.batch_size)
         log(f"[{model.name}] {task.name}/{split}: embedding {len(listing)} images -> {path}")
         _run_predict(backbone, listing, partial, cfg)
-        if _is_global_zero():
+        if is_global_zero():
             partial.assemble(listing.ids, listing.labels, _attrs(task, model, backbone, split, fingerprint, listing),
                              cfg.dtype)
         results.append(SplitCache(split, path, key, False, time.perf_counter() - start))
     return results
 
 
-def _is_global_zero() -> bool:
+def is_global_zero() -> bool:
+    """False on the other ranks of a DDP run, which only help embedding."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank() == 0
     return True
+
+
+def _check_same_data(task: Task, split: str, data_root: str | Path, path: Path) -> None:
+    """A reused cache must describe the data on disk now: changed files are an error, not a stale result.
+
+    Without the data (only the cache kept) there is nothing to compare and the cache is used.
+    """
+    try:
+        listing = task.dataset.list_split(data_root, split)
+    except EvalkitError:
+        return
+    with h5py.File(path, "r") as f:
+        recorded = f.attrs.get("dataset_fingerprint")
+    if recorded is not None and recorded != listing.fingerprint():
+        raise EvalkitError(
+            f"the images of {task.name}/{split} changed since {path} was written; "
+            "delete that cache file to re-embed, or restore the data"
+        )
 
 
 def _attrs(task: Task, model: ModelSpec, backbone: Backbone, split: str, fingerprint: str,
