@@ -6,10 +6,12 @@ earlier ones, and environment variables only supply defaults (DESIGN.md).
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import traceback
 from pathlib import Path
+from argparse import ArgumentError
 from typing import Any, Callable
 
 import yaml
@@ -20,6 +22,7 @@ from evalkit.embed.predict import EmbedConfig, is_global_zero
 from evalkit.env import env_str
 from evalkit.errors import EvalkitError, one_line
 from evalkit.heads.linear import LinearProbeConfig
+from evalkit.data import DATASETS
 from evalkit.models import MODELS, ModelSpec
 from evalkit.task import Task
 
@@ -34,7 +37,7 @@ COMMANDS = {
 
 def build_parser(command: str) -> ArgumentParser:
     """The parser of one command; its ``--help`` documents every option."""
-    parser = ArgumentParser(prog=f"evalkit {command}", description=COMMANDS[command], exit_on_error=True)
+    parser = ArgumentParser(prog=f"evalkit {command}", description=COMMANDS[command], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file; repeat to merge several in order")
     parser.add_argument("--debug", action="store_true", help="print full tracebacks on errors")
     if command == "report":
@@ -64,9 +67,25 @@ def _resolved_config(parser: ArgumentParser, cfg: Namespace) -> dict[str, Any]:
     return yaml.safe_load(parser.dump(cfg, skip_none=False, skip_check=True)) or {}
 
 
+def _parse_error(command: str, message: str) -> EvalkitError:
+    """jsonargparse's multi-line complaint as one line that says what to do."""
+    lines = [line.strip(" -") for line in message.splitlines() if line.strip()]
+    given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
+    key = re.search(r'Parser key "([\w.]+)"', message)
+    if given is not None and key and key.group(1) in ("model", "task.dataset"):
+        what = "model adapter" if key.group(1) == "model" else "dataset"
+        names = MODELS.names() if what == "model adapter" else DATASETS.names()
+        return EvalkitError(f"unknown {what} '{given}' for --{key.group(1)}; use a class_path such as "
+                            f"evalkit.models.TimmModel (registered: {', '.join(names)}; `evalkit models list`)")
+    return EvalkitError(f"{'; '.join(lines[:2])} (see `evalkit {command} --help`)")
+
+
 def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tuple[Path | None, bool]:
     parser = build_parser(command)
-    cfg = parser.parse_args(argv)
+    try:
+        cfg = parser.parse_args(argv)
+    except ArgumentError as exc:
+        raise _parse_error(command, str(exc)) from None
     debug = bool(cfg.debug)
     try:
         if command == "report":

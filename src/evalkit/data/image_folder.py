@@ -32,7 +32,8 @@ class ImageFolder(DatasetSpec):
     def __init__(self, root: str, splits: dict[str, str] | None = None, classes: list[str] | None = None) -> None:
         super().__init__(root)
         self.splits = dict(splits or {"train": "train", "val": "val"})
-        self._classes = list(classes) if classes else None
+        self.declared_classes = list(classes) if classes else None
+        self._classes = self.declared_classes  # filled from the folders when not declared
 
     @property
     def classes(self) -> list[str]:
@@ -41,7 +42,7 @@ class ImageFolder(DatasetSpec):
         return self._classes
 
     def config(self) -> dict:
-        return {"class": "ImageFolder", "root": self.root, "splits": self.splits, "classes": self._classes}
+        return {"class": "ImageFolder", "root": self.root, "splits": self.splits, "classes": self.declared_classes}
 
     def list_split(self, data_root: str | Path, split: str) -> SplitListing:
         root = self.resolve_root(data_root)
@@ -83,7 +84,8 @@ class ImageCSV(DatasetSpec):
     def __init__(self, root: str, csv_file: str = "split.csv", classes: list[str] | None = None) -> None:
         super().__init__(root)
         self.csv_file = csv_file
-        self._classes = list(classes) if classes else None
+        self.declared_classes = list(classes) if classes else None
+        self._classes = self.declared_classes  # filled from the CSV when not declared
 
     @property
     def classes(self) -> list[str]:
@@ -92,7 +94,7 @@ class ImageCSV(DatasetSpec):
         return self._classes
 
     def config(self) -> dict:
-        return {"class": "ImageCSV", "root": self.root, "csv_file": self.csv_file, "classes": self._classes}
+        return {"class": "ImageCSV", "root": self.root, "csv_file": self.csv_file, "classes": self.declared_classes}
 
     def _rows(self, root: Path) -> list[dict[str, str]]:
         file = root / self.csv_file
