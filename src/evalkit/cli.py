@@ -73,10 +73,9 @@ def _parse_error(command: str, message: str) -> EvalkitError:
     given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
     key = re.search(r'Parser key "([\w.]+)"', message)
     if given is not None and key and key.group(1) in ("model", "task.dataset"):
-        what = "model adapter" if key.group(1) == "model" else "dataset"
-        names = MODELS.names() if what == "model adapter" else DATASETS.names()
-        return EvalkitError(f"unknown {what} '{given}' for --{key.group(1)}; use a class_path such as "
-                            f"evalkit.models.TimmModel (registered: {', '.join(names)}; `evalkit models list`)")
+        registry = MODELS if key.group(1) == "model" else DATASETS
+        classes = ", ".join(f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}" for _, cls in registry.items())
+        return EvalkitError(f"unknown {registry.kind} '{given}' for --{key.group(1)}; expected a class_path, one of: {classes}")
     return EvalkitError(f"{'; '.join(lines[:2])} (see `evalkit {command} --help`)")
 
 
@@ -98,7 +97,7 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tu
         if command == "models":
             for name, cls in MODELS.items():
                 doc = (cls.__doc__ or "").strip().splitlines()[0]
-                print(f"{name:12s} {cls.__module__}.{cls.__name__:24s} {doc}")
+                print(f"{name:12s} {'evalkit.models.' + cls.__name__:34s} {doc}")
             return None, debug
         config = _resolved_config(parser, cfg)
         objects = parser.instantiate_classes(cfg)

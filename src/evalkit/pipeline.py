@@ -76,7 +76,7 @@ def fit(task: Task, model: ModelSpec | None, embeddings_root: str, results_root:
         "head": {**result.settings, "best_epochs": result.best_epochs, "stopped_epochs": result.stopped_epochs},
         "timing": {**(timing or {}), "fit_s": round(result.seconds, 3)},
         "provenance": {
-            "cache_keys": {split: d.path.stem for split, d in data.items()},
+            "cache_keys": [d.path.stem for d in data.values()],
             "cache_files": {split: str(d.path) for split, d in data.items()},
             "model_fingerprint": data[task.train_split].attrs.get("model_fingerprint"),
             "head_config": asdict(head),

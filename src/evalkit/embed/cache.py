@@ -90,7 +90,8 @@ def read_embeddings(path: str | Path) -> Embeddings:
             ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][...]]
             attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
     except OSError as exc:
-        raise EvalkitError(f"cannot read {path} as HDF5 ({exc}); delete it and rerun `evalkit predict`") from None
+        raise EvalkitError(f"cannot read {path} as HDF5 ({exc}); point at a cache file written by `evalkit predict` "
+                           "(a damaged cache under EMBEDDINGS_ROOT can be deleted and re-made)") from None
     return Embeddings(embeddings, labels, ids, attrs, path)
 
 

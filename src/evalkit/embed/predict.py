@@ -129,7 +129,10 @@ def _run_predict(backbone: Backbone, listing: SplitListing, partial: PartialCach
         logger=False, enable_checkpointing=False, enable_model_summary=False,
         use_distributed_sampler=False, callbacks=[_BatchWriter(partial)], inference_mode=True,
     )
-    trainer.predict(_EmbedModule(backbone), dataloaders=loader, return_predictions=False)
+    try:
+        trainer.predict(_EmbedModule(backbone), dataloaders=loader, return_predictions=False)
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+        raise EvalkitError("interrupted; the finished batches are saved: rerun the same command to resume") from None
     trainer.strategy.barrier()
 
 

@@ -9,6 +9,7 @@ has its own initialisation, its own sampling order and its own early stopping.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,8 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from evalkit.env import env_int
+from evalkit.errors import EvalkitError
 from evalkit.heads.protocols import PROTOCOLS, Protocol
 from evalkit.metrics.classification import balanced_accuracy_runs, classification_metrics
+
+
+def _env_or(name: str, default: int) -> int:
+    value = env_int(name)
+    return default if value is None else value
 
 
 @dataclass
@@ -32,17 +39,28 @@ class LinearProbeConfig:
         max_steps: optimiser steps per run; default ``$MAX_STEPS`` or 12,500.
         batch_size: overrides the protocol's batch size (lr then scales linearly); default ``$BATCH_SIZE``.
         lr: overrides the (scaled) learning rate.
+        patience_fraction: overrides the early-stopping patience as a fraction of max_epochs
+            (protocol default 1/20; eva's current configs use 0.2).
         seed: seed of run 0; run r uses ``seed + r``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
     """
 
     protocol: str = "sgd_kaiko"
-    n_runs: int = field(default_factory=lambda: env_int("N_RUNS") or 5)
-    max_steps: int = field(default_factory=lambda: env_int("MAX_STEPS") or 12_500)
+    n_runs: int = field(default_factory=lambda: _env_or("N_RUNS", 5))
+    max_steps: int = field(default_factory=lambda: _env_or("MAX_STEPS", 12_500))
     batch_size: int | None = field(default_factory=lambda: env_int("BATCH_SIZE"))
     lr: float | None = None
+    patience_fraction: float | None = None
     seed: int = 0
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        PROTOCOLS.get(self.protocol)  # an unknown protocol fails before any data is read
+        for name in ("n_runs", "max_steps"):
+            if getattr(self, name) < 1:
+                raise EvalkitError(f"head.{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise EvalkitError(f"head.batch_size must be at least 1, got {self.batch_size}")
 
 
 @dataclass
@@ -101,6 +119,8 @@ def fit_linear_probe(
     n, dim = x.shape
     batch_size = cfg.batch_size or protocol.batch_size(n)
     lr = cfg.lr if cfg.lr is not None else protocol.lr(batch_size)
+    if cfg.patience_fraction is not None:
+        protocol = dataclasses.replace(protocol, patience_fraction=cfg.patience_fraction)
     patience = protocol.patience(n, batch_size, cfg.max_steps)
     runs = cfg.n_runs
 
@@ -127,7 +147,8 @@ def fit_linear_probe(
             loss = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none")
             loss = loss.view(runs, -1).mean(dim=1).sum()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"linear probe loss is {loss.item()} at step {step}; check the embeddings")
+                raise EvalkitError(f"linear probe loss is {loss.item()} at step {step}; the embeddings hold "
+                                   "non-finite or huge values, or lower --head.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -29,11 +31,14 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, torch
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # DINO's main_dino.py stores its argparse.Namespace beside the weights.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except EvalkitError:
         raise
     except Exception as exc:  # corrupt or foreign file
-        raise EvalkitError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+        raise EvalkitError(f"cannot read checkpoint {path}: {type(exc).__name__}: {detail[0] if detail else ''}") from None
     if key is not None:
         if not isinstance(state, Mapping) or key not in state:
             found = ", ".join(list(state)[:8]) if isinstance(state, Mapping) else type(state).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +42,8 @@ class TimmModel(ModelSpec):
         prefix_map: key-prefix renames, a prefix mapped to null is dropped (``{"backbone.": ""}``).
         model_kwargs: extra keyword arguments for ``timm.create_model`` (e.g. ``img_size``).
         seed: seed of the random initialisation, so random-init baselines are reproducible.
-        name: display name in results; defaults to ``model_name`` (+ ``-random`` without weights).
+        name: display name in results; defaults to ``model_name`` (+ ``-random`` without weights,
+            + ``-<checkpoint file stem>`` with a checkpoint).
         preprocessing: overrides the input transform that timm's pretrained config implies.
     """
 
@@ -69,8 +71,9 @@ class TimmModel(ModelSpec):
         self.seed = seed
 
     def default_name(self) -> str:
-        random_init = not self.pretrained and not self.checkpoint_path
-        return self.model_name + ("-random" if random_init else "")
+        if self.checkpoint_path:  # two checkpoints of one architecture must not share a results folder
+            return f"{self.model_name}-{Path(self.checkpoint_path).stem}"
+        return self.model_name + ("" if self.pretrained else "-random")
 
     def config(self) -> dict[str, Any]:
         cfg = {"model_name": self.model_name, "pretrained": self.pretrained and not self.checkpoint_path,
@@ -111,6 +114,9 @@ class TimmModel(ModelSpec):
 def _timm_preprocessing(net: torch.nn.Module) -> Preprocessing:
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     size = cfg.get("input_size", (3, 224, 224))[-1]
+    patch_embed = getattr(net, "patch_embed", None)
+    if getattr(patch_embed, "img_size", None):  # a ViT built with img_size=... expects that size
+        size = patch_embed.img_size[-1]
     interpolation = cfg.get("interpolation", "bicubic")
     return Preprocessing(
         input_size=size,

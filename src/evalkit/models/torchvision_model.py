@@ -22,8 +22,9 @@ class TorchvisionModel(ModelSpec):
     Args:
         model_name: a name ``torchvision.models.list_models()`` knows (``resnet50``, ``vit_b_16``).
         weights: a torchvision weights name (``IMAGENET1K_V2``) or null for random init.
-        checkpoint_path: local weights file (a state dict of the full network), loaded strictly.
-        prefix_map: key-prefix renames; a prefix mapped to null is dropped (e.g. ``{"fc.": null}``).
+        checkpoint_path: local weights file (a state dict of the network, with or without its
+            classifier, whose keys are ignored), loaded strictly.
+        prefix_map: key-prefix renames; a prefix mapped to null is dropped (e.g. ``{"module.": ""}``).
         seed: seed of the random initialisation.
         name: display name in results.
         preprocessing: overrides the transform implied by ``weights``.
@@ -81,13 +82,14 @@ class TorchvisionModel(ModelSpec):
                     f"cannot fetch weights {self.weights} for torchvision model '{self.model_name}' (offline?): "
                     "download them elsewhere and set model checkpoint_path to the local file"
                 ) from exc
+        classifier = next((a for a in _CLASSIFIER_ATTRS if isinstance(getattr(net, a, None), nn.Module)), None)
+        if classifier is not None:
+            setattr(net, classifier, nn.Identity())
         if self.checkpoint_path:
-            state = remap_keys(read_state_dict(self.checkpoint_path), self.prefix_map)
+            # The classifier is removed on purpose, so its weights (present or not) are not a mismatch.
+            drop = {f"{classifier}.": None} if classifier else {}
+            state = remap_keys(read_state_dict(self.checkpoint_path), {**drop, **self.prefix_map})
             load_strict(net, state, self.checkpoint_path)
-        for attr in _CLASSIFIER_ATTRS:
-            if isinstance(getattr(net, attr, None), nn.Module):
-                setattr(net, attr, nn.Identity())
-                break
         preprocessing = self.preprocessing_override or _weights_preprocessing(weights)
         return ModuleBackbone(net, preprocessing)
 

@@ -1,0 +1,130 @@
+"""The batched linear probe: seeded, runs independent of each other, early stopping keeps the best epoch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import evalkit.heads.linear as linear
+from evalkit.errors import EvalkitError
+from evalkit.heads import LinearProbeConfig, fit_linear_probe
+from evalkit.metrics import METRICS
+
+
+def blobs(n: int, classes: int = 4, dim: int = 16, spread: float = 1.0, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, dim, generator=torch.Generator().manual_seed(42)) * 2
+    y = torch.arange(n) % classes
+    return centers[y] + spread * torch.randn(n, dim, generator=g), y
+
+
+def _fit(cfg: LinearProbeConfig, train, val, test=None):
+    evaluate = {"val": val} | ({"test": test} if test is not None else {})
+    return fit_linear_probe(train, val, int(train[1].max()) + 1, cfg, evaluate)
+
+
+def test_result_shape():
+    train, val, test = blobs(200), blobs(40, seed=1), blobs(40, seed=2)
+    result = _fit(LinearProbeConfig(n_runs=3, max_steps=30, seed=4), train, val, test)
+    assert set(result.metrics) == {"val", "test"}
+    for split in result.metrics.values():
+        assert set(split) == set(METRICS)
+        assert all(len(values) == 3 for values in split.values())
+    assert len(result.best_epochs) == len(result.stopped_epochs) == 3
+    assert result.settings["seeds"] == [4, 5, 6]
+    assert result.seconds >= 0
+
+
+def test_learns_separable_data():
+    train, val = blobs(400, spread=0.5), blobs(100, spread=0.5, seed=1)
+    result = _fit(LinearProbeConfig(n_runs=2, max_steps=300, seed=0), train, val)
+    assert min(result.metrics["val"]["balanced_accuracy"]) > 0.97
+    assert min(result.metrics["val"]["auroc_macro"]) > 0.99
+
+
+def test_chance_on_random_labels():
+    train, val = blobs(400), blobs(400, seed=1)
+    shuffled = (val[0], val[1][torch.randperm(400, generator=torch.Generator().manual_seed(0))])
+    result = _fit(LinearProbeConfig(n_runs=2, max_steps=200, seed=0), train, shuffled)
+    assert max(result.metrics["val"]["balanced_accuracy"]) < 0.5
+
+
+@pytest.mark.parametrize("protocol", ["sgd_kaiko", "adamw_eva"])
+def test_same_seed_same_numbers(protocol):
+    train, val, test = blobs(300, spread=3.0), blobs(60, spread=3.0, seed=1), blobs(60, spread=3.0, seed=2)
+    cfg = LinearProbeConfig(protocol=protocol, n_runs=3, max_steps=120, seed=7, lr=0.05)
+    a, b = _fit(cfg, train, val, test), _fit(cfg, train, val, test)
+    assert a.metrics == b.metrics
+    assert a.best_epochs == b.best_epochs and a.stopped_epochs == b.stopped_epochs
+    other = _fit(LinearProbeConfig(protocol=protocol, n_runs=3, max_steps=120, seed=8, lr=0.05), train, val, test)
+    assert other.metrics != a.metrics
+
+
+@pytest.mark.parametrize("protocol", ["sgd_kaiko", "adamw_eva"])
+def test_batched_runs_are_independent(protocol):
+    """Run r of an R-run fit is the 1-run fit with seed + r: fitting runs together changes nothing."""
+    train, val, test = blobs(300, spread=3.0), blobs(60, spread=3.0, seed=1), blobs(60, spread=3.0, seed=2)
+    kwargs = dict(protocol=protocol, max_steps=150, lr=0.05, batch_size=64)
+    together = _fit(LinearProbeConfig(n_runs=3, seed=10, **kwargs), train, val, test)
+    assert len(set(together.metrics["test"]["f1_macro"])) > 1 or len(set(together.best_epochs)) > 1, \
+        "the runs should differ, or this test proves nothing"
+    for r in range(3):
+        alone = _fit(LinearProbeConfig(n_runs=1, seed=10 + r, **kwargs), train, val, test)
+        assert together.best_epochs[r] == alone.best_epochs[0]
+        assert together.stopped_epochs[r] == alone.stopped_epochs[0]
+        for split, metrics in together.metrics.items():
+            for name, values in metrics.items():
+                assert values[r] == pytest.approx(alone.metrics[split][name][0], abs=1e-6), (split, name, r)
+
+
+def test_early_stopping_restores_the_best_epoch(monkeypatch):
+    """Train data whose fit, once converged, gets the validation data wrong.
+
+    The training labels follow ``2B - A`` (A and B almost collinear), so gradient descent first
+    puts positive weight on A (val accuracy 1: val labels follow A) and later negative weight
+    on A (val accuracy 0). The reported numbers must be those of the best epoch.
+    """
+    recorded: list[torch.Tensor] = []
+    original = linear.balanced_accuracy_runs
+
+    def spy(preds, target, num_classes):
+        score = original(preds, target, num_classes)
+        recorded.append(score.clone())
+        return score
+
+    monkeypatch.setattr(linear, "balanced_accuracy_runs", spy)
+    g = torch.Generator().manual_seed(0)
+    n = 512
+    y = torch.arange(n) % 2
+    s = (2 * y - 1).float()
+    b = s + 0.5 * torch.randn(n, generator=g)
+    train = (torch.stack([2 * b - 0.3 * s, b], dim=1), y)
+    vy = torch.arange(100) % 2
+    val = (torch.stack([(2 * vy - 1).float(), torch.zeros(100)], dim=1), vy)
+
+    result = fit_linear_probe(train, val, 2, LinearProbeConfig(n_runs=2, max_steps=3000, seed=0, lr=1.0, batch_size=64),
+                              {"val": val})
+    scores = torch.stack(recorded)  # [epochs, runs]
+    for r in range(2):
+        per_epoch = scores[:, r].tolist()
+        assert per_epoch[-1] < max(per_epoch), "the data should make late epochs worse"
+        assert result.best_epochs[r] == per_epoch.index(max(per_epoch))
+        assert result.metrics["val"]["balanced_accuracy"][r] == pytest.approx(max(per_epoch))
+        assert result.best_epochs[r] < result.stopped_epochs[r]
+    assert result.settings["steps_run"] < 3000  # stopped early, not at max_steps
+
+
+def test_early_stopping_waits_patience_epochs():
+    train, val = blobs(256, spread=0.3), blobs(64, spread=0.3, seed=1)
+    # 1 step per epoch, 400 epochs -> patience 20; separable data peaks at once and never improves.
+    result = _fit(LinearProbeConfig(n_runs=1, max_steps=400, batch_size=256, lr=0.5, seed=0), train, val)
+    assert result.settings["patience_epochs"] == 20
+    assert result.stopped_epochs[0] == result.best_epochs[0] + 20
+    assert result.settings["steps_run"] == result.stopped_epochs[0] + 1
+
+
+def test_non_finite_embeddings_stop_training():
+    train = blobs(64)
+    train[0][3, 2] = float("nan")
+    with pytest.raises((FloatingPointError, EvalkitError), match="loss"):
+        _fit(LinearProbeConfig(n_runs=1, max_steps=10), train, blobs(16, seed=1))

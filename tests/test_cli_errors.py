@@ -1,0 +1,138 @@
+"""Bad input through the real command line: non-zero exit, one `evalkit: error:` line naming the thing,
+no traceback, and nothing half-written left as a cache.
+
+The subprocesses run a few at a time (each spends most of its time importing torch), once per
+module; the tests then read their outcomes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from helpers import CRC_TASK, DATA, PRECOMPUTED_TASK, RESNET_RANDOM, cli_env, copy_crc_demo, evalkit_cmd, \
+    model_yaml, write_foreign_h5
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+    root: Path  # the case's folder: its data, its embeddings root
+    names: str  # what the message must name
+
+
+def _fast_model(*extra: str) -> list[str]:
+    return ["--config", str(RESNET_RANDOM), "--model.init_args.model_name", "resnet18",
+            "--model.init_args.preprocessing.input_size", "32", *extra]
+
+
+def _cases(base: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
+    """name -> (argv, extra env, what the message must name)."""
+    cases = {}
+
+    missing = base / "missing_data"
+    cases["missing_data_folder"] = (
+        ["predict", "--config", str(CRC_TASK), *_fast_model(), "--data_root", str(missing / "nowhere")], {},
+        str(missing / "nowhere" / "crc_demo"))
+
+    truncated = copy_crc_demo(base / "truncated_png")
+    bad_png = truncated / "DEB" / "DEB-TCGA-AHQCDGMY.png"  # a training tile in the first batch
+    bad_png.write_bytes(bad_png.read_bytes()[:400])
+    cases["truncated_png"] = (
+        ["predict", "--config", str(CRC_TASK), *_fast_model(), "--data_root", str(truncated.parent),
+         "--embed.num_workers", "1"], {}, str(bad_png))  # raised inside a DataLoader worker
+
+    garbage = copy_crc_demo(base / "garbage_tif")
+    bad_tif = garbage / "BACK" / "BACK-AAQSHYMA.tif"  # a training tile
+    bad_tif.write_bytes(b"\x89garbage, not an image\x00" * 64)
+    cases["garbage_tif"] = (
+        ["predict", "--config", str(CRC_TASK), *_fast_model(), "--data_root", str(garbage.parent),
+         "--embed.num_workers", "0"], {}, str(bad_tif))
+
+    cases["unknown_timm_model"] = (
+        ["predict", "--config", str(CRC_TASK), "--config", str(RESNET_RANDOM), "--model.init_args.model_name",
+         "no_such_net_v9", "--data_root", str(DATA)], {}, "no_such_net_v9")
+
+    adapter = model_yaml(base / "unknown_adapter" / "model.yaml", "evalkit.models.NoSuchAdapter", model_name="x")
+    cases["unknown_adapter_class_path"] = (
+        ["predict", "--config", str(CRC_TASK), "--config", str(adapter), "--data_root", str(DATA)], {},
+        "evalkit.models.NoSuchAdapter")
+
+    (base / "foreign_h5").mkdir()
+    foreign = write_foreign_h5(base / "foreign_h5" / "features.h5")
+    cases["foreign_h5_as_train_h5"] = (
+        ["fit", "--config", str(PRECOMPUTED_TASK)], {"TRAIN_H5": str(foreign), "VAL_H5": str(foreign)}, str(foreign))
+
+    (base / "wrong_keys").mkdir()
+    state = torchvision.models.resnet18().state_dict()
+    state["head.weight"] = state.pop("fc.weight")
+    torch.save(state, base / "wrong_keys" / "weights.pth")
+    checkpoint = model_yaml(base / "wrong_keys" / "model.yaml", "evalkit.models.LocalCheckpointModel",
+                            builder="torchvision.models.resnet18",
+                            checkpoint_path=str(base / "wrong_keys" / "weights.pth"))
+    cases["checkpoint_wrong_keys"] = (
+        ["predict", "--config", str(CRC_TASK), "--config", str(checkpoint), "--data_root", str(DATA)], {},
+        str(base / "wrong_keys" / "weights.pth"))
+
+    cases["pretrained_offline"] = (
+        ["predict", "--config", str(CRC_TASK), "--config", str(RESNET_RANDOM), "--model.init_args.model_name",
+         "resnet18", "--model.init_args.pretrained", "true", "--data_root", str(DATA)],
+        {"HF_HUB_CACHE": str(base / "pretrained_offline" / "hf"), "TORCH_HOME": str(base / "pretrained_offline")},
+        "resnet18")
+    return cases
+
+
+MAX_PARALLEL = 4  # enough to overlap the imports, few enough for a small CI machine's memory
+CASE_NAMES = ["missing_data_folder", "truncated_png", "garbage_tif", "unknown_timm_model",
+              "unknown_adapter_class_path", "foreign_h5_as_train_h5", "checkpoint_wrong_keys", "pretrained_offline"]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    base = tmp_path_factory.mktemp("bad_inputs")
+    cases = _cases(base)
+    assert sorted(cases) == sorted(CASE_NAMES)
+    pending = list(cases.items())
+    running: dict[str, tuple[Path, str, subprocess.Popen]] = {}
+    done: dict[str, Outcome] = {}
+    while pending or running:
+        while pending and len(running) < MAX_PARALLEL:
+            name, (argv, env, names) = pending.pop(0)
+            root = base / name
+            root.mkdir(exist_ok=True)
+            argv = argv + (["--results_root", str(root / "res")] if argv[0] == "fit" else
+                           ["--embeddings_root", str(root / "emb")])
+            running[name] = (root, names, subprocess.Popen(evalkit_cmd(*argv), cwd=root, env=cli_env(**env),
+                                                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        name = next(iter(running))
+        root, names, proc = running.pop(name)
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        done[name] = Outcome(proc.returncode, out, err, root, names)
+    return done
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_bad_input_is_one_clear_line(outcomes, name):
+    outcome = outcomes[name]
+    names_what = outcome.names
+    assert outcome.returncode not in (0, None), outcome.stderr
+    assert "Traceback" not in outcome.stderr and "Traceback" not in outcome.stdout
+    lines = outcome.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("evalkit: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], outcome.stderr
+    assert not any(line.startswith(("usage:", "error:")) for line in lines), outcome.stderr
+    assert names_what in errors[0], f"expected the message to name {names_what!r}: {errors[0]}"
+    # Nothing that claims to be a finished cache was written.
+    assert not list((outcome.root / "emb").rglob("*.h5")), "a failed run left a cache file"
+

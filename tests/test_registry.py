@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+
+from evalkit.cli import main
+from evalkit.data import DATASETS
+from evalkit.errors import EvalkitError
+from evalkit.heads import PROTOCOLS
+from evalkit.models import MODELS, HuggingFaceModel, LocalCheckpointModel, TimmModel, TorchvisionModel, create_model
+from evalkit.registry import Registry
+
+ADAPTERS = {"timm": TimmModel, "torchvision": TorchvisionModel, "huggingface": HuggingFaceModel,
+            "checkpoint": LocalCheckpointModel}
+
+
+def test_register_and_get():
+    reg: Registry[int] = Registry("widget")
+
+    @reg.register("b")
+    def b():
+        return 2
+
+    reg.add("a", 1)
+    assert reg.get("a") == 1 and reg.get("b") is b
+    assert reg.names() == ["a", "b"]
+    assert [name for name, _ in reg.items()] == ["a", "b"]
+    assert "a" in reg and "c" not in reg and len(reg) == 2
+
+
+def test_duplicate_registration_raises():
+    reg: Registry[int] = Registry("widget")
+    reg.add("a", 1)
+    with pytest.raises(Exception, match="'a'"):
+        reg.add("a", 2)
+    with pytest.raises(Exception, match="'a'"):
+        reg.register("a")(3)
+    assert reg.get("a") == 1  # the first registration survives
+
+
+def test_unknown_name_lists_known_names():
+    reg: Registry[int] = Registry("widget")
+    reg.add("zeta", 1)
+    reg.add("alpha", 2)
+    with pytest.raises(EvalkitError, match="widget 'gamma'") as info:
+        reg.get("gamma")
+    assert "alpha" in str(info.value) and "zeta" in str(info.value)
+
+
+def test_empty_registry_unknown_name():
+    with pytest.raises(EvalkitError, match="'x'"):
+        Registry("widget").get("x")
+
+
+def test_model_registry_holds_every_adapter_family():
+    assert set(MODELS.names()) == set(ADAPTERS)
+    for name, cls in ADAPTERS.items():
+        assert MODELS.get(name) is cls
+
+
+def test_unknown_model_adapter_lists_the_known_ones():
+    with pytest.raises(EvalkitError) as info:
+        create_model("no_such_family", model_name="resnet18")
+    message = str(info.value)
+    assert "no_such_family" in message
+    for name in ADAPTERS:
+        assert name in message
+
+
+def test_create_model_is_the_front_door():
+    spec = create_model("timm", model_name="resnet18", seed=3)
+    assert isinstance(spec, TimmModel) and spec.model_name == "resnet18" and spec.seed == 3
+
+
+def test_other_registries_know_their_entries():
+    assert {"image_folder", "image_csv", "precomputed"} <= set(DATASETS.names())
+    assert {"sgd_kaiko", "adamw_eva"} <= set(PROTOCOLS.names())
+    with pytest.raises(EvalkitError, match="sgd_kaiko"):
+        PROTOCOLS.get("sgd")
+
+
+def test_models_list_prints_every_adapter(capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert listed == set(ADAPTERS)
+    for cls in ADAPTERS.values():
+        assert cls.__name__ in out
