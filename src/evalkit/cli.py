@@ -32,6 +32,7 @@ COMMANDS = {
     "predict_fit": "predict, then fit; with several model configs, compare them in one table.",
     "report": "Tables (Markdown, CSV) of models x tasks from results.json files.",
     "models": "List the model adapters (`evalkit models list`).",
+    "data": "Check a task's dataset against the official layout and counts (`evalkit data check`).",
 }
 
 
@@ -47,6 +48,12 @@ def build_parser(command: str) -> ArgumentParser:
         return parser
     if command == "models":
         parser.add_argument("action", choices=["list"], help="what to do")
+        return parser
+    if command == "data":
+        parser.add_argument("action", choices=["check"], help="what to do")
+        parser.add_argument("--data_root", type=str, default=env_str("DATA_ROOT"), help="where datasets live (DATA_ROOT)")
+        parser.add_argument("--decode", type=bool, default=True, help="decode every image (and mask) to find unreadable files")
+        parser.add_class_arguments(Task, "task", help="the task whose dataset is checked (configs/tasks/*.yaml)")
         return parser
     parser.add_argument("--data_root", type=str, default=env_str("DATA_ROOT"), help="where datasets live (DATA_ROOT)")
     parser.add_argument("--embeddings_root", type=str, default=env_str("EMBEDDINGS_ROOT"),
@@ -98,6 +105,16 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tu
             for name, cls in MODELS.items():
                 doc = (cls.__doc__ or "").strip().splitlines()[0]
                 print(f"{name:12s} {'evalkit.models.' + cls.__name__:34s} {doc}")
+            return None, debug
+        if command == "data":
+            from evalkit.data.check import check_task
+
+            problems = check_task(parser.instantiate_classes(cfg).task, cfg.data_root, cfg.decode, print)
+            if problems:
+                raise EvalkitError(f"{len(problems)} problem(s) in {cfg.task.name}: {problems[0]}"
+                                   + ("; pass --task.dataset.allow_subset true if this is a subset on purpose"
+                                      if "official" in problems[0] else ""))
+            print("ok")
             return None, debug
         config = _resolved_config(parser, cfg)
         objects = parser.instantiate_classes(cfg)

@@ -19,8 +19,15 @@ from evalkit.results import new_run_dir, summarize, write_results
 from evalkit.task import Task
 
 
+def _classification_only(task: Task) -> None:
+    if task.dataset.task_type != "classification":
+        raise EvalkitError(f"task '{task.name}' is {task.dataset.task_type}: its decoder is not in evalkit yet; "
+                           f"`evalkit data check --config <task.yaml>` validates its data")
+
+
 def predict(task: Task, model: ModelSpec, data_root: str, embeddings_root: str, embed: EmbedConfig,
             log: Callable[[str], None] = print) -> list[SplitCache]:
+    _classification_only(task)
     return embed_task(task, model, data_root, embeddings_root, embed, log)
 
 
@@ -52,6 +59,7 @@ def fit(task: Task, model: ModelSpec | None, embeddings_root: str, results_root:
         config: dict[str, Any], timing: dict[str, float] | None = None,
         log: Callable[[str], None] = print) -> Path:
     """Fit the linear probe on the cached splits of ``task`` and write one results.json; returns its path."""
+    _classification_only(task)
     files = _cache_files(task, model, embeddings_root)
     data = {split: read_embeddings(path) for split, path in files.items()}
     dims = {d.embeddings.shape[1] for d in data.values()}
@@ -78,6 +86,7 @@ def fit(task: Task, model: ModelSpec | None, embeddings_root: str, results_root:
         "provenance": {
             "cache_keys": [d.path.stem for d in data.values()],
             "cache_files": {split: str(d.path) for split, d in data.items()},
+            "skipped_unreadable": {split: json.loads(d.attrs.get("skipped_ids") or "[]") for split, d in data.items()},
             "model_fingerprint": data[task.train_split].attrs.get("model_fingerprint"),
             "head_config": asdict(head),
         },

@@ -202,10 +202,10 @@ def test_embed_task_resumes_after_a_crash_and_redoes_only_missing_batches(crc_ca
     written: list[int] = []
     original = PartialCache.write_batch
 
-    def crash_after_two(self, indices, embeddings):
+    def crash_after_two(self, indices, embeddings, readable=None):
         if len(written) == 2:
             raise RuntimeError("simulated crash")
-        original(self, indices, embeddings)
+        original(self, indices, embeddings, readable)
         written.append(int(indices[0]))
 
     monkeypatch.setattr(PartialCache, "write_batch", crash_after_two)
@@ -216,8 +216,8 @@ def test_embed_task_resumes_after_a_crash_and_redoes_only_missing_batches(crc_ca
     partial_dir = (tmp_path / train).with_suffix(".partial")
     assert sorted(p.name for p in partial_dir.glob("batch-*.npz")) == ["batch-00000000.npz", "batch-00000001.npz"]
 
-    def counting(self, indices, embeddings):
-        original(self, indices, embeddings)
+    def counting(self, indices, embeddings, readable=None):
+        original(self, indices, embeddings, readable)
         written.append(int(indices[0]))
 
     written.clear()

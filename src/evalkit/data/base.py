@@ -34,21 +34,36 @@ class SplitListing:
 
     def fingerprint(self) -> str:
         """Hash of ids, labels and file sizes: changes when the data on disk change."""
+        sizes: dict[Path, int] = {}  # several samples may live in one file (PCam)
         h = hashlib.sha256()
         for sample_id, label, path in zip(self.ids, self.labels.tolist(), self.paths):
-            h.update(f"{sample_id}\t{label}\t{path.stat().st_size}\n".encode())
+            if path not in sizes:
+                sizes[path] = path.stat().st_size
+            h.update(f"{sample_id}\t{label}\t{sizes[path]}\n".encode())
         return h.hexdigest()
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        labelled = self.labels[self.labels >= 0]
+        return np.bincount(labelled, minlength=num_classes).tolist()
 
 
 class DatasetSpec:
     """Base of every dataset: where it lives, its classes, its splits, how to read a sample.
 
+    A dataset with published split sizes declares them in ``official_counts`` (split ->
+    class -> count); a listing that differs is refused unless ``allow_subset`` is set.
+
     Args:
         root: the dataset folder; a relative path is taken under ``data_root`` (``DATA_ROOT``).
+        allow_subset: accept splits whose per-class counts differ from the official ones.
     """
 
-    def __init__(self, root: str) -> None:
+    official_counts: dict[str, dict[str, int]] = {}
+    task_type: str = "classification"
+
+    def __init__(self, root: str, allow_subset: bool = False) -> None:
         self.root = root
+        self.allow_subset = allow_subset
 
     def resolve_root(self, data_root: str | Path) -> Path:
         root = Path(data_root) / self.root
@@ -60,12 +75,39 @@ class DatasetSpec:
     def classes(self) -> list[str]:
         raise NotImplementedError
 
-    def list_split(self, data_root: str | Path, split: str) -> SplitListing:
+    def _list(self, data_root: str | Path, split: str) -> SplitListing:
         raise NotImplementedError
+
+    def list_split(self, data_root: str | Path, split: str, check_counts: bool = True) -> SplitListing:
+        """The samples of ``split``, checked against the official counts (unless ``check_counts`` is false)."""
+        listing = self._list(data_root, split)
+        if not check_counts:
+            return listing
+        mismatched = [row for row in self.count_rows(listing, split) if row[2] is not None and row[1] != row[2]]
+        if mismatched and not self.allow_subset:
+            shown = ", ".join(f"{name} {found}/{official}" for name, found, official in mismatched[:5])
+            raise EvalkitError(
+                f"{type(self).__name__} {split}: {len(listing)} images whose class counts differ from the official "
+                f"ones (found/official: {shown}); check the data under {Path(data_root) / self.root}, or pass "
+                "--task.dataset.allow_subset true to use a subset"
+            )
+        return listing
+
+    def count_rows(self, listing: SplitListing, split: str) -> list[tuple[str, int, int | None]]:
+        """Per class: name, count found, official count (None where none is published)."""
+        official = self.official_counts.get(split, {})
+        found = listing.class_counts(len(self.classes))
+        return [(name, found[i], official.get(name)) for i, name in enumerate(self.classes)]
+
+    def read_image(self, listing: SplitListing, index: int) -> Image.Image:
+        """Decode sample ``index`` of ``listing`` as RGB (one file per sample by default)."""
+        return read_rgb(listing.paths[index])
 
     def config(self) -> dict[str, Any]:
         """The arguments that decide which samples a split holds (enters the cache key)."""
-        return {"class": type(self).__name__, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+        skip = {"allow_subset"}
+        return {"class": type(self).__name__,
+                **{k: v for k, v in vars(self).items() if not k.startswith("_") and k not in skip}}
 
     def identity(self) -> str:
         return json.dumps(self.config(), sort_keys=True, default=str)
@@ -81,14 +123,28 @@ def read_rgb(path: Path) -> Image.Image:
 
 
 class ImageSplitDataset(torch.utils.data.Dataset):
-    """The torch view of a :class:`SplitListing`: returns ``(image tensor, index)``."""
+    """The torch view of a :class:`SplitListing`: returns ``(image tensor, index, readable)``.
 
-    def __init__(self, listing: SplitListing, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    With ``skip_unreadable`` an image that cannot be decoded becomes a zero tensor marked
+    unreadable, which the embedding stage leaves out of the cache and counts; without it
+    the error names the file and stops the run.
+    """
+
+    def __init__(self, spec: DatasetSpec, listing: SplitListing, transform: Callable[[Image.Image], torch.Tensor],
+                 input_size: int, skip_unreadable: bool = False) -> None:
+        self.spec = spec
         self.listing = listing
         self.transform = transform
+        self.input_size = input_size
+        self.skip_unreadable = skip_unreadable
 
     def __len__(self) -> int:
         return len(self.listing)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(read_rgb(self.listing.paths[index])), index
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
+        try:
+            return self.transform(self.spec.read_image(self.listing, index)), index, True
+        except EvalkitError:
+            if not self.skip_unreadable:
+                raise
+            return torch.zeros(3, self.input_size, self.input_size), index, False

@@ -27,10 +27,12 @@ class ImageFolder(DatasetSpec):
         root: the dataset folder, relative to ``data_root`` unless absolute.
         splits: split name -> folder under ``root`` (e.g. ``{train: NCT-CRC-HE-100K, val: CRC-VAL-HE-7K}``).
         classes: class names in label order; default: the sorted class folders of the first split.
+        allow_subset: accept class counts that differ from ``official_counts`` (subclasses that have them).
     """
 
-    def __init__(self, root: str, splits: dict[str, str] | None = None, classes: list[str] | None = None) -> None:
-        super().__init__(root)
+    def __init__(self, root: str, splits: dict[str, str] | None = None, classes: list[str] | None = None,
+                 allow_subset: bool = False) -> None:
+        super().__init__(root, allow_subset)
         self.splits = dict(splits or {"train": "train", "val": "val"})
         self.declared_classes = list(classes) if classes else None
         self._classes = self.declared_classes  # filled from the folders when not declared
@@ -42,9 +44,10 @@ class ImageFolder(DatasetSpec):
         return self._classes
 
     def config(self) -> dict:
-        return {"class": "ImageFolder", "root": self.root, "splits": self.splits, "classes": self.declared_classes}
+        return {"class": type(self).__name__, "root": self.root, "splits": self.splits,
+                "classes": self.declared_classes}
 
-    def list_split(self, data_root: str | Path, split: str) -> SplitListing:
+    def _list(self, data_root: str | Path, split: str) -> SplitListing:
         root = self.resolve_root(data_root)
         if split not in self.splits:
             raise EvalkitError(f"dataset {root} has no split '{split}'; its splits: {', '.join(self.splits)}")
@@ -82,7 +85,7 @@ class ImageCSV(DatasetSpec):
     """
 
     def __init__(self, root: str, csv_file: str = "split.csv", classes: list[str] | None = None) -> None:
-        super().__init__(root)
+        super().__init__(root, allow_subset=True)
         self.csv_file = csv_file
         self.declared_classes = list(classes) if classes else None
         self._classes = self.declared_classes  # filled from the CSV when not declared
@@ -107,7 +110,7 @@ class ImageCSV(DatasetSpec):
             raise EvalkitError(f"{file} lacks columns {sorted(missing)}; expected path,label,split")
         return rows
 
-    def list_split(self, data_root: str | Path, split: str) -> SplitListing:
+    def _list(self, data_root: str | Path, split: str) -> SplitListing:
         root = self.resolve_root(data_root)
         rows = self._rows(root)
         if self._classes is None:

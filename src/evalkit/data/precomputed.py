@@ -34,5 +34,5 @@ class PrecomputedEmbeddings(DatasetSpec):
             raise EvalkitError(f"no embeddings file for split '{split}'; set {split.upper()}_H5 or --task.dataset.{split}_h5")
         return Path(path)
 
-    def list_split(self, data_root: str | Path, split: str) -> SplitListing:
+    def _list(self, data_root: str | Path, split: str) -> SplitListing:
         raise EvalkitError("the precomputed task has no images to embed; run `evalkit fit` on it")

@@ -120,42 +120,64 @@ class PartialCache:
     def done_batches(self) -> set[int]:
         return {int(m.group(1)) for p in self.dir.iterdir() if (m := _BATCH_FILE.match(p.name))}
 
-    def write_batch(self, indices: np.ndarray, embeddings: np.ndarray) -> None:
+    def write_batch(self, indices: np.ndarray, embeddings: np.ndarray, readable: np.ndarray | None = None) -> None:
+        """Save one batch; rows marked unreadable are recorded as skipped, not stored."""
         batch_id = int(indices[0]) // self.batch_size
+        keep = np.ones(len(indices), dtype=bool) if readable is None else readable.astype(bool)
         tmp = self.dir / f"batch-{batch_id:08d}.tmp.npz"
-        np.savez(tmp, indices=indices.astype(np.int64), embeddings=embeddings)
+        np.savez(tmp, indices=indices[keep].astype(np.int64), embeddings=embeddings[keep],
+                 skipped=indices[~keep].astype(np.int64))
         os.replace(tmp, self.dir / f"batch-{batch_id:08d}.npz")
 
-    def assemble(self, ids: list[str], labels: np.ndarray, attrs: dict[str, Any], dtype: str = "float32") -> None:
-        """Stream the batch files into the final HDF5 file (via a temporary name), then drop them."""
+    def assemble(self, ids: list[str], labels: np.ndarray, attrs: dict[str, Any], dtype: str = "float32") -> list[str]:
+        """Stream the batch files into the final HDF5 file (via a temporary name), then drop them.
+
+        Returns the ids of the samples left out as unreadable (recorded in ``skipped_ids``).
+        """
         n = len(ids)
         batch_files = sorted(p for p in self.dir.iterdir() if _BATCH_FILE.match(p.name))
+        skipped = np.sort(np.concatenate([np.load(f)["skipped"] for f in batch_files] or [np.zeros(0, np.int64)]))
+        rows = n - len(skipped)
+        if rows == 0:
+            raise EvalkitError(f"none of the {n} images of {self.final_path.stem} could be read; check the data")
         seen = np.zeros(n, dtype=bool)
+        seen[skipped] = True
         tmp = self.final_path.with_suffix(".h5.tmp")
         with h5py.File(tmp, "w") as f:
             dset = None
             for file in batch_files:
                 with np.load(file) as batch:
                     indices, emb = batch["indices"], batch["embeddings"]
+                if len(indices) == 0:
+                    continue
                 if dset is None:
                     dim = emb.shape[1]
-                    dset = f.create_dataset("embeddings", shape=(n, dim), dtype=dtype,
-                                            chunks=(min(n, max(1, 2**20 // (dim * 4))), dim))
-                lo, hi = int(indices[0]), int(indices[-1]) + 1
-                if hi - lo == len(indices) and np.all(np.diff(indices) == 1):
+                    dset = f.create_dataset("embeddings", shape=(rows, dim), dtype=dtype,
+                                            chunks=(min(rows, max(1, 2**20 // (dim * 4))), dim))
+                # A sample's row is its index minus the skipped samples before it.
+                positions = indices - np.searchsorted(skipped, indices)
+                lo, hi = int(positions[0]), int(positions[-1]) + 1
+                if hi - lo == len(positions) and np.all(np.diff(positions) == 1):
                     dset[lo:hi] = emb
                 else:
-                    dset[np.sort(indices)] = emb[np.argsort(indices)]
+                    order = np.argsort(positions)
+                    dset[positions[order]] = emb[order]
                 seen[indices] = True
             if dset is None or not seen.all():
-                missing = int((~seen).sum())
+                missing = n - int(seen.sum()) if dset is not None else n
                 raise EvalkitError(f"{missing} of {n} embeddings missing in {self.dir}; rerun `evalkit predict` to finish")
-            f.create_dataset("labels", data=labels.astype(np.int64))
-            f.create_dataset("ids", data=np.asarray(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            for key, value in {**attrs, "evalkit_version": __version__, "complete": True}.items():
+            keep = np.ones(n, dtype=bool)
+            keep[skipped] = False
+            f.create_dataset("labels", data=labels[keep].astype(np.int64))
+            kept_ids = [i for i, k in zip(ids, keep) if k]
+            f.create_dataset("ids", data=np.asarray(kept_ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            skipped_ids = [ids[i] for i in skipped.tolist()]
+            for key, value in {**attrs, "evalkit_version": __version__, "complete": True,
+                               "skipped_ids": json.dumps(skipped_ids)}.items():
                 f.attrs[key] = value
         os.replace(tmp, self.final_path)
         shutil.rmtree(self.dir)
+        return skipped_ids
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from evalkit.data.base import ImageSplitDataset, SplitListing
+from evalkit.data.base import DatasetSpec, ImageSplitDataset, SplitListing
 from evalkit.embed.cache import PartialCache, cache_key, cache_path, is_complete
 from evalkit.env import env_int, env_str
 from evalkit.errors import EvalkitError
@@ -40,6 +40,8 @@ class EmbedConfig:
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``); default ``$ACCELERATOR``.
         devices: devices to use (several run DDP); default ``$DEVICES``.
         dtype: storage type of the embeddings in the cache.
+        skip_unreadable: leave images that cannot be decoded out of the cache (counted in its
+            attributes and in results.json) instead of stopping at the first one.
     """
 
     batch_size: int = 64
@@ -47,6 +49,7 @@ class EmbedConfig:
     accelerator: str = field(default_factory=lambda: env_str("ACCELERATOR"))
     devices: int | str = field(default_factory=lambda: env_str("DEVICES"))
     dtype: Literal["float32", "float16"] = "float32"
+    skip_unreadable: bool = False
 
 
 @dataclass
@@ -65,9 +68,9 @@ class _EmbedModule(L.LightningModule):
         super().__init__()
         self.backbone = backbone
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, indices = batch
-        return self.backbone(images)["cls"].float(), indices
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> tuple[torch.Tensor, ...]:
+        images, indices, readable = batch
+        return self.backbone(images)["cls"].float(), indices, readable
 
 
 class _BatchWriter(BasePredictionWriter):
@@ -76,8 +79,8 @@ class _BatchWriter(BasePredictionWriter):
         self.partial = partial
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        embeddings, indices = prediction
-        self.partial.write_batch(indices.cpu().numpy(), embeddings.cpu().numpy())
+        embeddings, indices, readable = (t.cpu().numpy() for t in prediction)
+        self.partial.write_batch(indices, embeddings, readable)
 
 
 class _PendingBatches(torch.utils.data.Sampler[list[int]]):
@@ -110,13 +113,15 @@ def _precision(accelerator: str) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def _run_predict(backbone: Backbone, listing: SplitListing, partial: PartialCache, cfg: EmbedConfig) -> None:
+def _run_predict(backbone: Backbone, spec: DatasetSpec, listing: SplitListing, partial: PartialCache,
+                 cfg: EmbedConfig) -> None:
     pending = _PendingBatches(len(listing), partial.batch_size, partial.done_batches())
     if not pending.pending:
         return
     workers = cfg.num_workers if cfg.num_workers is not None else min(4, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(
-        ImageSplitDataset(listing, backbone.preprocessing.transform()),
+        ImageSplitDataset(spec, listing, backbone.preprocessing.transform(), backbone.preprocessing.input_size,
+                          cfg.skip_unreadable),
         batch_sampler=pending, num_workers=workers, pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
@@ -165,10 +170,12 @@ def embed_task(
             backbone = model.build()
         partial = PartialCache(path, cfg.batch_size)
         log(f"[{model.name}] {task.name}/{split}: embedding {len(listing)} images -> {path}")
-        _run_predict(backbone, listing, partial, cfg)
+        _run_predict(backbone, task.dataset, listing, partial, cfg)
         if is_global_zero():
-            partial.assemble(listing.ids, listing.labels, _attrs(task, model, backbone, split, fingerprint, listing),
-                             cfg.dtype)
+            attrs = _attrs(task, model, backbone, split, fingerprint, listing)
+            skipped = partial.assemble(listing.ids, listing.labels, attrs, cfg.dtype)
+            if skipped:
+                log(f"[{model.name}] {task.name}/{split}: left out {len(skipped)} unreadable image(s), first: {skipped[0]}")
         results.append(SplitCache(split, path, key, False, time.perf_counter() - start))
     return results
 

@@ -1,0 +1,53 @@
+"""``evalkit data check``: what a dataset folder holds, beside what the official release holds."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from evalkit.data.base import DatasetSpec, SplitListing
+from evalkit.errors import EvalkitError
+from evalkit.task import Task
+
+
+def _unreadable(spec: DatasetSpec, listing: SplitListing, workers: int) -> list[str]:
+    """Ids of the samples whose image (and mask, for segmentation) cannot be decoded in full."""
+
+    def bad(index: int) -> str | None:
+        try:
+            spec.read_image(listing, index).load()
+            if hasattr(spec, "read_mask"):
+                spec.read_mask(listing, index)
+        except EvalkitError:
+            return listing.ids[index]
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL and h5py release the GIL while decoding
+        return [i for i in pool.map(bad, range(len(listing))) if i is not None]
+
+
+def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print) -> list[str]:
+    """Print, per split, the counts found beside the official ones; return the problems found.
+
+    A missing folder or file raises at once (one line naming it); count differences are
+    problems unless the dataset allows a subset; unreadable samples are always problems.
+    """
+    spec = task.dataset
+    problems: list[str] = []
+    workers = min(8, os.cpu_count() or 1)
+    for split in task.splits:
+        listing = spec.list_split(data_root, split, check_counts=False)
+        rows = spec.count_rows(listing, split)
+        log(f"{task.name} / {split}: {len(listing)} samples under {Path(data_root) / spec.root}")
+        log(f"  {'class':16s} {'found':>8s} {'official':>9s}")
+        for name, found, official in rows:
+            status = "" if official is None or found == official else ("  differs" + (" (subset allowed)" if spec.allow_subset else ""))
+            log(f"  {name:16s} {found:8d} {official if official is not None else '-':>9}{status}")
+            if official is not None and found != official and not spec.allow_subset:
+                problems.append(f"{split}: {name} has {found} samples, official {official}")
+        if decode:
+            bad = _unreadable(spec, listing, workers)
+            log(f"  unreadable: {len(bad)} of {len(listing)}" + (f" (first: {bad[0]})" if bad else ""))
+            problems += [f"{split}: unreadable {sample_id}" for sample_id in bad]
+    return problems
