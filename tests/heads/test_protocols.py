@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+import evalkit.heads.linear as linear
+
 from evalkit.heads import PROTOCOLS, LinearProbeConfig, fit_linear_probe
 
 
@@ -76,13 +78,13 @@ class _Spy:
                     spy.optimizers.append((type(self).__mro__[1].__name__, self.defaults["lr"], dict(self.defaults)))
 
             monkeypatch.setattr(torch.optim, name, Recording)
-        cross_entropy = torch.nn.functional.cross_entropy
+        gradient = linear._cross_entropy_grad
 
-        def recording_ce(logits, target, *args, **kwargs):
-            spy.batch_rows.append(logits.shape[0])
-            return cross_entropy(logits, target, *args, **kwargs)
+        def recording_grad(logits, target):
+            spy.batch_rows.append(logits.shape[0])  # one call per run and step
+            return gradient(logits, target)
 
-        monkeypatch.setattr(torch.nn.functional, "cross_entropy", recording_ce)
+        monkeypatch.setattr(linear, "_cross_entropy_grad", recording_grad)
 
 
 @pytest.mark.parametrize("protocol,optimizer,lr,batch", [
@@ -99,8 +101,8 @@ def test_the_probe_uses_the_protocol_small_dataset(monkeypatch, protocol, optimi
     if optimizer == "SGD":
         assert spy.optimizers[0][2]["momentum"] == 0.9 and spy.optimizers[0][2]["nesterov"] is True
         assert spy.optimizers[0][2].get("weight_decay", 0.0) == 0.0
-    # 2 runs x 256 rows per step; the last mini-batch of an epoch holds the rest (600 = 256 + 256 + 88).
-    assert spy.batch_rows[:3] == [2 * batch, 2 * batch, 2 * 88]
+    # 2 runs of 256 rows per step; the last mini-batch of an epoch holds the rest (600 = 256 + 256 + 88).
+    assert spy.batch_rows[:6] == [batch, batch, batch, batch, 88, 88]
     assert result.settings["batch_size"] == batch and result.settings["lr"] == pytest.approx(lr)
     assert result.settings["steps_run"] == 6
 

@@ -1,10 +1,12 @@
 """Fixed-protocol linear probes on cached embeddings, all seeded runs fitted together.
 
-The ``R`` runs are one batched linear layer (weights ``[R, D, C]``): each step gathers
-every run's own mini-batch from the resident embedding tensor and does one batched
-matmul. The loss is the *sum* of the runs' mean losses and the optimisers act element-
-wise, so every run gets exactly the gradient and update it would get alone; each run
-has its own initialisation, its own sampling order and its own early stopping.
+The ``R`` runs share one weight tensor ``[R, C, D]`` and one optimiser over the embeddings
+held resident on the device. Each step gathers every run's own mini-batch and computes
+its cross-entropy gradient in closed form, ``X^T (softmax(XW + b) - onehot(y)) / B``:
+two small matmuls per run, several times faster on a CPU than autograd through a batched
+matmul. The optimisers act element-wise, so every run gets exactly the update it would
+get alone; each run has its own initialisation, its own sampling order and its own early
+stopping.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from evalkit.env import env_int
 from evalkit.errors import EvalkitError
@@ -75,12 +76,15 @@ class ProbeResult:
 
 
 def _init_runs(n_runs: int, dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Generator]]:
-    """``nn.Linear``'s default initialisation (uniform in ±1/sqrt(D)), one generator per run."""
+    """``nn.Linear``'s default initialisation (uniform in ±1/sqrt(D)), one generator per run.
+
+    Run r draws exactly what ``torch.manual_seed(seed + r); nn.Linear(D, C)`` draws.
+    """
     bound = 1.0 / math.sqrt(dim)
     weights, biases, generators = [], [], []
     for r in range(n_runs):
         g = torch.Generator().manual_seed(seed + r)
-        weights.append(torch.empty(dim, num_classes).uniform_(-bound, bound, generator=g))
+        weights.append(torch.empty(num_classes, dim).uniform_(-bound, bound, generator=g))
         biases.append(torch.empty(num_classes).uniform_(-bound, bound, generator=g))
         generators.append(g)
     return torch.stack(weights), torch.stack(biases), generators
@@ -94,8 +98,15 @@ def _optimizer(protocol: Protocol, params: list[torch.Tensor], lr: float) -> tor
 
 
 def _logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``x`` [N, D] shared by all runs -> [R, N, C]."""
-    return torch.einsum("nd,rdc->rnc", x, weight) + bias[:, None, :]
+    """``x`` [N, D] shared by all runs -> [R, N, C] (one plain matmul per run: faster than bmm on CPU)."""
+    return torch.stack([torch.addmm(bias[r], x, weight[r].T) for r in range(weight.shape[0])])
+
+
+def _cross_entropy_grad(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Gradient of the mean cross-entropy with respect to the logits: ``(softmax - onehot) / B``."""
+    grad = logits.softmax(dim=1)
+    grad[torch.arange(len(target), device=target.device), target] -= 1.0
+    return grad.div_(len(target))
 
 
 def fit_linear_probe(
@@ -125,7 +136,8 @@ def fit_linear_probe(
     runs = cfg.n_runs
 
     weight, bias, generators = _init_runs(runs, dim, num_classes, cfg.seed)
-    weight, bias = weight.to(device).requires_grad_(), bias.to(device).requires_grad_()
+    weight, bias = weight.to(device), bias.to(device)
+    weight.grad, bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
     optimizer = _optimizer(protocol, [weight, bias], lr)
     # Cosine from lr to 0 over max_steps, no warmup (CosineAnnealingLR with T_max = max_steps).
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -142,20 +154,20 @@ def fit_linear_probe(
     while step < cfg.max_steps and bool(active.any()):
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
         for lo in range(0, n, batch_size):
-            idx = order[:, lo:lo + batch_size]  # [R, B]: each run its own mini-batch
-            logits = torch.baddbmm(bias[:, None, :], x[idx], weight)  # [R, B, C]
-            loss = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none")
-            loss = loss.view(runs, -1).mean(dim=1).sum()
-            if not torch.isfinite(loss):
-                raise EvalkitError(f"linear probe loss is {loss.item()} at step {step}; the embeddings hold "
-                                   "non-finite or huge values, or lower --head.lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for r in range(runs):  # each run its own mini-batch; gradients in closed form
+                rows = order[r, lo:lo + batch_size]
+                xb = x.index_select(0, rows)
+                grad = _cross_entropy_grad(torch.addmm(bias[r], xb, weight[r].T), y.index_select(0, rows))
+                torch.mm(grad.T, xb, out=weight.grad[r])
+                torch.sum(grad, dim=0, out=bias.grad[r])
             optimizer.step()
             schedule.step()
             step += 1
             if step >= cfg.max_steps:
                 break
+        if not bool(torch.isfinite(weight).all()):
+            raise EvalkitError(f"linear probe weights became non-finite by step {step}; the embeddings hold "
+                               "non-finite or huge values, or lower --head.lr")
         # ---- validation and per-run early stopping ----
         with torch.no_grad():
             score = balanced_accuracy_runs(_logits(vx, weight, bias).argmax(dim=-1), vy, num_classes)
