@@ -32,7 +32,7 @@ class Task:
 
     @property
     def splits(self) -> list[str]:
-        return [s for s in (self.train_split, self.val_split, self.test_split) if s]
+        return list(dict.fromkeys(s for s in (self.train_split, self.val_split, self.test_split) if s))
 
     @property
     def eval_splits(self) -> list[str]:

@@ -87,7 +87,7 @@ class DatasetSpec:
         if mismatched and not self.allow_subset:
             shown = ", ".join(f"{name} {found}/{official}" for name, found, official in mismatched[:5])
             raise EvalkitError(
-                f"{type(self).__name__} {split}: {len(listing)} images whose class counts differ from the official "
+                f"{type(self).__name__} {split}: {len(listing)} samples whose counts differ from the official "
                 f"ones (found/official: {shown}); check the data under {Path(data_root) / self.root}, or pass "
                 "--task.dataset.allow_subset true to use a subset"
             )

@@ -12,19 +12,19 @@ from evalkit.task import Task
 
 
 def _unreadable(spec: DatasetSpec, listing: SplitListing, workers: int) -> list[str]:
-    """Ids of the samples whose image (and mask, for segmentation) cannot be decoded in full."""
+    """Why each sample whose image (or mask, for segmentation) cannot be decoded in full failed."""
 
     def bad(index: int) -> str | None:
         try:
             spec.read_image(listing, index).load()
             if hasattr(spec, "read_mask"):
                 spec.read_mask(listing, index)
-        except EvalkitError:
-            return listing.ids[index]
+        except EvalkitError as exc:
+            return str(exc)
         return None
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL and h5py release the GIL while decoding
-        return [i for i in pool.map(bad, range(len(listing))) if i is not None]
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without holding the GIL
+        return [reason for reason in pool.map(bad, range(len(listing))) if reason is not None]
 
 
 def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print) -> list[str]:
@@ -48,6 +48,8 @@ def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print
                 problems.append(f"{split}: {name} has {found} samples, official {official}")
         if decode:
             bad = _unreadable(spec, listing, workers)
-            log(f"  unreadable: {len(bad)} of {len(listing)}" + (f" (first: {bad[0]})" if bad else ""))
-            problems += [f"{split}: unreadable {sample_id}" for sample_id in bad]
+            log(f"  unreadable: {len(bad)} of {len(listing)}")
+            for reason in bad[:10]:
+                log(f"    {reason}")
+            problems += [f"{split}: {reason}" for reason in bad]
     return problems

@@ -192,10 +192,9 @@ def _check_same_data(task: Task, split: str, data_root: str | Path, path: Path) 
 
     Without the data (only the cache kept) there is nothing to compare and the cache is used.
     """
-    try:
-        listing = task.dataset.list_split(data_root, split)
-    except EvalkitError:
+    if not (Path(data_root) / task.dataset.root).is_dir():
         return
+    listing = task.dataset.list_split(data_root, split, check_counts=False)
     with h5py.File(path, "r") as f:
         recorded = f.attrs.get("dataset_fingerprint")
     if recorded is not None and recorded != listing.fingerprint():
