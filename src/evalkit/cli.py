@@ -18,7 +18,7 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from evalkit import __version__
-from evalkit.embed.predict import EmbedConfig, is_global_zero
+from evalkit.embed.config import EmbedConfig, is_global_zero
 from evalkit.env import env_str
 from evalkit.errors import EvalkitError, one_line
 from evalkit.heads.linear import LinearProbeConfig
@@ -109,11 +109,12 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tu
         if command == "data":
             from evalkit.data.check import check_task
 
-            problems = check_task(parser.instantiate_classes(cfg).task, cfg.data_root, cfg.decode, print)
-            if problems:
-                raise EvalkitError(f"{len(problems)} problem(s) in {cfg.task.name}: {problems[0]}"
-                                   + ("; pass --task.dataset.allow_subset true if this is a subset on purpose"
-                                      if "official" in problems[0] else ""))
+            counts, unreadable = check_task(parser.instantiate_classes(cfg).task, cfg.data_root, cfg.decode, print)
+            if unreadable:
+                raise EvalkitError(f"{len(unreadable)} unreadable file(s) in {cfg.task.name}: {unreadable[0]}")
+            if counts:
+                raise EvalkitError(f"{len(counts)} count(s) in {cfg.task.name} differ from the official ones, first "
+                                   f"{counts[0]}; pass --task.dataset.allow_subset true if this is a subset on purpose")
             print("ok")
             return None, debug
         config = _resolved_config(parser, cfg)

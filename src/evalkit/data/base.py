@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -116,8 +117,10 @@ class DatasetSpec:
 def read_rgb(path: Path) -> Image.Image:
     """Decode an image fully, so a truncated file fails here, naming the file, not later in a batch."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        with warnings.catch_warnings():  # PIL warns about damaged metadata before failing on the pixels
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(path) as image:
+                return image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise EvalkitError(f"cannot read image {path}: {exc}; replace or remove the file") from None
 

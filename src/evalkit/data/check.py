@@ -27,14 +27,15 @@ def _unreadable(spec: DatasetSpec, listing: SplitListing, workers: int) -> list[
         return [reason for reason in pool.map(bad, range(len(listing))) if reason is not None]
 
 
-def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print) -> list[str]:
-    """Print, per split, the counts found beside the official ones; return the problems found.
+def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print) -> tuple[list[str], list[str]]:
+    """Print, per split, the counts found beside the official ones; return (count problems, unreadable).
 
     A missing folder or file raises at once (one line naming it); count differences are
     problems unless the dataset allows a subset; unreadable samples are always problems.
     """
     spec = task.dataset
     problems: list[str] = []
+    unreadable: list[str] = []
     workers = min(8, os.cpu_count() or 1)
     for split in task.splits:
         listing = spec.list_split(data_root, split, check_counts=False)
@@ -51,5 +52,5 @@ def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print
             log(f"  unreadable: {len(bad)} of {len(listing)}")
             for reason in bad[:10]:
                 log(f"    {reason}")
-            problems += [f"{split}: {reason}" for reason in bad]
-    return problems
+            unreadable += [f"{split}: {reason}" for reason in bad]
+    return problems, unreadable

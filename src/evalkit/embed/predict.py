@@ -13,9 +13,9 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator
 
 import h5py
 import lightning as L
@@ -24,32 +24,10 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from evalkit.data.base import DatasetSpec, ImageSplitDataset, SplitListing
 from evalkit.embed.cache import PartialCache, cache_key, cache_path, is_complete
-from evalkit.env import env_int, env_str
+from evalkit.embed.config import EmbedConfig, is_global_zero
 from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, weights_sha256
 from evalkit.task import Task
-
-
-@dataclass
-class EmbedConfig:
-    """How the embedding stage runs.
-
-    Args:
-        batch_size: images per forward pass (per device).
-        num_workers: DataLoader worker processes; default ``$NUM_WORKERS`` or min(4, cores).
-        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``); default ``$ACCELERATOR``.
-        devices: devices to use (several run DDP); default ``$DEVICES``.
-        dtype: storage type of the embeddings in the cache.
-        skip_unreadable: leave images that cannot be decoded out of the cache (counted in its
-            attributes and in results.json) instead of stopping at the first one.
-    """
-
-    batch_size: int = 64
-    num_workers: int | None = field(default_factory=lambda: env_int("NUM_WORKERS"))
-    accelerator: str = field(default_factory=lambda: env_str("ACCELERATOR"))
-    devices: int | str = field(default_factory=lambda: env_str("DEVICES"))
-    dtype: Literal["float32", "float16"] = "float32"
-    skip_unreadable: bool = False
 
 
 @dataclass
@@ -178,13 +156,6 @@ def embed_task(
                 log(f"[{model.name}] {task.name}/{split}: left out {len(skipped)} unreadable image(s), first: {skipped[0]}")
         results.append(SplitCache(split, path, key, False, time.perf_counter() - start))
     return results
-
-
-def is_global_zero() -> bool:
-    """False on the other ranks of a DDP run, which only help embedding."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank() == 0
-    return True
 
 
 def _check_same_data(task: Task, split: str, data_root: str | Path, path: Path) -> None:

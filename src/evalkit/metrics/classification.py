@@ -10,12 +10,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_auroc,
-    multiclass_f1_score,
-    multiclass_recall,
-)
 
 # name -> higher is better
 METRICS: dict[str, bool] = {"balanced_accuracy": True, "accuracy": True, "f1_macro": True, "auroc_macro": True}
@@ -38,6 +32,14 @@ def balanced_accuracy_runs(preds: torch.Tensor, target: torch.Tensor, num_classe
 
 def classification_metrics(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:
     """All reported metrics of one run: ``logits`` [N, C], ``target`` [N]."""
+    # Imported here: torchmetrics takes seconds to import, which every CLI command would pay.
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_auroc,
+        multiclass_f1_score,
+        multiclass_recall,
+    )
+
     probs = logits.float().softmax(dim=-1)
     preds = probs.argmax(dim=-1)
     recall = multiclass_recall(preds, target, num_classes=num_classes, average="none")

@@ -1,0 +1,39 @@
+"""Settings of the embedding stage, importable without Lightning (the CLI builds its parser from them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from evalkit.env import env_int, env_str
+
+
+@dataclass
+class EmbedConfig:
+    """How the embedding stage runs.
+
+    Args:
+        batch_size: images per forward pass (per device).
+        num_workers: DataLoader worker processes; default ``$NUM_WORKERS`` or min(4, cores).
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``); default ``$ACCELERATOR``.
+        devices: devices to use (several run DDP); default ``$DEVICES``.
+        dtype: storage type of the embeddings in the cache.
+        skip_unreadable: leave images that cannot be decoded out of the cache (counted in its
+            attributes and in results.json) instead of stopping at the first one.
+    """
+
+    batch_size: int = 64
+    num_workers: int | None = field(default_factory=lambda: env_int("NUM_WORKERS"))
+    accelerator: str = field(default_factory=lambda: env_str("ACCELERATOR"))
+    devices: int | str = field(default_factory=lambda: env_str("DEVICES"))
+    dtype: Literal["float32", "float16"] = "float32"
+    skip_unreadable: bool = False
+
+
+def is_global_zero() -> bool:
+    """False on the other ranks of a DDP run, which only help embedding."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return True
