@@ -86,13 +86,13 @@ def _parse_error(command: str, message: str) -> EvalkitError:
     return EvalkitError(f"{'; '.join(lines[:2])} (see `evalkit {command} --help`)")
 
 
-def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tuple[Path | None, bool]:
+def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Path | None:
+    """Run one command; returns the results.json it wrote, if any."""
     parser = build_parser(command)
     try:
         cfg = parser.parse_args(argv)
     except ArgumentError as exc:
         raise _parse_error(command, str(exc)) from None
-    debug = bool(cfg.debug)
     try:
         if command == "report":
             from evalkit.report import write_report
@@ -100,12 +100,12 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tu
             output = cfg.output_dir or (cfg.results[0] if Path(cfg.results[0]).is_dir() else ".")
             print(write_report(cfg.results, output, cfg.metric), end="")
             log(f"wrote {Path(output) / 'report.md'} and {Path(output) / 'report.csv'}")
-            return None, debug
+            return None
         if command == "models":
             for name, cls in MODELS.items():
                 doc = (cls.__doc__ or "").strip().splitlines()[0]
                 print(f"{name:12s} {'evalkit.models.' + cls.__name__:34s} {doc}")
-            return None, debug
+            return None
         if command == "data":
             from evalkit.data.check import check_task
 
@@ -116,7 +116,7 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tu
                 raise EvalkitError(f"{len(counts)} count(s) in {cfg.task.name} differ from the official ones, first "
                                    f"{counts[0]}; pass --task.dataset.allow_subset true if this is a subset on purpose")
             print("ok")
-            return None, debug
+            return None
         config = _resolved_config(parser, cfg)
         objects = parser.instantiate_classes(cfg)
         from evalkit import pipeline
@@ -128,14 +128,12 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> tu
             timing["embed_s"] = round(time.perf_counter() - start, 3)
             timing["embed_reused"] = all(c.reused for c in caches)
             if not is_global_zero():  # other DDP ranks only help embedding
-                return None, debug
+                return None
         if command in ("fit", "predict_fit"):
             path = pipeline.fit(objects.task, objects.model, cfg.embeddings_root, cfg.results_root, objects.head,
                                 config, timing, log)
-            return path, debug
-        return None, debug
-    except EvalkitError:
-        raise
+            return path
+        return None
     except KeyboardInterrupt:
         raise EvalkitError("interrupted; rerun the same command to resume from the cache") from None
 
@@ -173,7 +171,7 @@ def _compare(argv: list[str], log: Callable[[str], None]) -> None:
     positions = _model_configs(argv)
     paths = []
     for keep in positions:
-        paths.append(_run_single("predict_fit", _without(argv, [p for p in positions if p != keep]), log)[0])
+        paths.append(_run_single("predict_fit", _without(argv, [p for p in positions if p != keep]), log))
     first = build_parser("predict_fit").parse_args(_without(argv, positions[1:]))
     output = Path(first.results_root) / first.task.name
     print()

@@ -153,8 +153,13 @@ def fit_linear_probe(
     step, epoch = 0, 0
     while step < cfg.max_steps and bool(active.any()):
         order = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(device)
+        # A stopped run keeps its best weights; training it further would change nothing reported.
+        training = [r for r in range(runs) if bool(active[r])]
+        for r in set(range(runs)) - set(training):
+            weight.grad[r].zero_()
+            bias.grad[r].zero_()
         for lo in range(0, n, batch_size):
-            for r in range(runs):  # each run its own mini-batch; gradients in closed form
+            for r in training:  # each run its own mini-batch; gradients in closed form
                 rows = order[r, lo:lo + batch_size]
                 xb = x.index_select(0, rows)
                 grad = _cross_entropy_grad(torch.addmm(bias[r], xb, weight[r].T), y.index_select(0, rows))
