@@ -53,7 +53,8 @@ PROTOCOLS.add("sgd_kaiko", Protocol(
 ))
 # eva leaves AdamW's weight decay at torch's default (0.01). DESIGN.md fixes the patience at
 # max_epochs/20 for both protocols; eva's current configs use 20 % of max_epochs instead
-# (1,250 / 7 / 278 / 3 epochs for BACH / CRC / MHIST / PCam): --head.patience_fraction 0.2.
+# (1,250 / 7 / 278 / 3 epochs for BACH / CRC / MHIST / PCam, rounded up): --head.patience_fraction 0.2
+# comes within one epoch of it.
 PROTOCOLS.add("adamw_eva", Protocol(
     name="adamw_eva", optimizer="adamw", base_lr=3e-4, base_batch_size=256, weight_decay=0.01,
 ))
