@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 
 from evalkit.data.precomputed import PrecomputedEmbeddings
-from evalkit.embed.cache import Embeddings, cache_key, cache_path, read_embeddings
+from evalkit.embed.cache import Embeddings, read_embeddings, split_cache_file
 from evalkit.embed.predict import EmbedConfig, SplitCache, embed_task
 from evalkit.errors import EvalkitError
 from evalkit.heads.linear import LinearProbeConfig, fit_linear_probe
@@ -37,8 +37,8 @@ def _cache_files(task: Task, model: ModelSpec | None, embeddings_root: str) -> d
     if model is None:
         raise EvalkitError(f"task '{task.name}' needs a model to find its embeddings; add --config MODEL.yaml")
     fingerprint = model.fingerprint()
-    return {split: cache_path(embeddings_root, task.name, model.name, split,
-                              cache_key(fingerprint, task.dataset.identity(), split)) for split in task.splits}
+    return {split: split_cache_file(embeddings_root, task.name, model.name, fingerprint, task.dataset.identity(), split)[1]
+            for split in task.splits}
 
 
 def _labelled(data: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,6 +35,7 @@ class BACH(DatasetSpec):
         allow_subset: accept a subset of the photos (tests, quick runs).
     """
 
+    class_names = CLASSES
     official_counts = {
         "train": {"Benign": 52, "InSitu": 70, "Invasive": 69, "Normal": 77},
         "val": {"Benign": 48, "InSitu": 30, "Invasive": 31, "Normal": 23},
@@ -42,10 +43,6 @@ class BACH(DatasetSpec):
 
     def __init__(self, root: str = "bach", allow_subset: bool = False) -> None:
         super().__init__(root, allow_subset)
-
-    @property
-    def classes(self) -> list[str]:
-        return CLASSES
 
     def _list(self, data_root: str | Path, split: str) -> SplitListing:
         if split not in self.official_counts:

@@ -61,6 +61,7 @@ class DatasetSpec:
 
     official_counts: dict[str, dict[str, int]] = {}
     task_type: str = "classification"
+    class_names: list[str] | None = None  # the fixed class list of a published dataset, in label order
 
     def __init__(self, root: str, allow_subset: bool = False) -> None:
         self.root = root
@@ -74,7 +75,9 @@ class DatasetSpec:
 
     @property
     def classes(self) -> list[str]:
-        raise NotImplementedError
+        if self.class_names is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no class_names and does not override classes")
+        return self.class_names
 
     def _list(self, data_root: str | Path, split: str) -> SplitListing:
         raise NotImplementedError

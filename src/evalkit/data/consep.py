@@ -41,14 +41,11 @@ class CoNSeP(DatasetSpec):
 
     task_type = "segmentation"
     official_images = {"train": 27, "test": 14}
+    class_names = CLASSES
     official_counts = {split: {} for split in official_images}
 
     def __init__(self, root: str = "consep", allow_subset: bool = False) -> None:
         super().__init__(root, allow_subset)
-
-    @property
-    def classes(self) -> list[str]:
-        return CLASSES
 
     def _list(self, data_root: str | Path, split: str) -> SplitListing:
         if split not in _FOLDERS:

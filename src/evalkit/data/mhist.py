@@ -28,14 +28,11 @@ class MHIST(DatasetSpec):
         allow_subset: accept a subset of the tiles (tests, quick runs).
     """
 
+    class_names = CLASSES
     official_counts = {"train": {"SSA": 630, "HP": 1545}, "test": {"SSA": 360, "HP": 617}}
 
     def __init__(self, root: str = "mhist", allow_subset: bool = False) -> None:
         super().__init__(root, allow_subset)
-
-    @property
-    def classes(self) -> list[str]:
-        return CLASSES
 
     def _list(self, data_root: str | Path, split: str) -> SplitListing:
         if split not in self.official_counts:

@@ -40,14 +40,11 @@ class PatchCamelyon(DatasetSpec):
     """
 
     official_totals = {"train": 262_144, "val": 32_768, "test": 32_768}
+    class_names = CLASSES
     official_counts = {split: {} for split in official_totals}
 
     def __init__(self, root: str = "patch_camelyon", allow_subset: bool = False) -> None:
         super().__init__(root, allow_subset)
-
-    @property
-    def classes(self) -> list[str]:
-        return CLASSES
 
     def files(self, data_root: str | Path, split: str) -> tuple[Path, Path]:
         if split not in _FILE_SPLIT:

@@ -44,6 +44,13 @@ def cache_path(embeddings_root: str | Path, task: str, model: str, split: str, k
     return Path(embeddings_root) / task / model / f"{split}-{key[:16]}.h5"
 
 
+def split_cache_file(embeddings_root: str | Path, task: str, model: str, model_fingerprint: str,
+                     dataset_identity: str, split: str) -> tuple[str, Path]:
+    """The key and path of one split's cache file: the one recipe that ``predict`` and ``fit`` share."""
+    key = cache_key(model_fingerprint, dataset_identity, split)
+    return key, cache_path(embeddings_root, task, model, split, key)
+
+
 @dataclass
 class Embeddings:
     """A split's cached embeddings, held as tensors for head fitting."""

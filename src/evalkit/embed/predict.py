@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from evalkit.data.base import DatasetSpec, ImageSplitDataset, SplitListing
-from evalkit.embed.cache import PartialCache, cache_key, cache_path, is_complete
+from evalkit.embed.cache import PartialCache, is_complete, split_cache_file
 from evalkit.embed.config import EmbedConfig, is_global_zero
 from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, weights_sha256
@@ -135,8 +135,7 @@ def embed_task(
     backbone: Backbone | None = None
     results = []
     for split in task.splits:
-        key = cache_key(fingerprint, task.dataset.identity(), split)
-        path = cache_path(embeddings_root, task.name, model.name, split, key)
+        key, path = split_cache_file(embeddings_root, task.name, model.name, fingerprint, task.dataset.identity(), split)
         if is_complete(path):
             _check_same_data(task, split, data_root, path)
             log(f"[{model.name}] {task.name}/{split}: reusing cache {path}")
