@@ -17,6 +17,8 @@ import pytest  # noqa: E402
 
 from helpers import DATA, EVALKIT_ENV, cpu_embed, load_task, small_timm  # noqa: E402
 
+pytest_plugins = ["pytester"]  # runs evalkit's own pytest plugin in a pytest inside the test
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

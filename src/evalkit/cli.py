@@ -34,7 +34,7 @@ COMMANDS = {
     "predict": "Embed a task's images with a model into the HDF5 cache.",
     "fit": "Fit the linear-probe protocol on cached embeddings and write results.json.",
     "predict_fit": "predict, then fit; with several model configs, compare them in one table.",
-    "report": "Tables (Markdown, CSV) of models x tasks from results.json files.",
+    "report": "Tables (Markdown, CSV, HTML) and plots of models x tasks from results.json files.",
     "regress": "Compare results with a baseline (earlier run or published CSV); exit 1 on any regression.",
     "pretrain": "LeJEPA self-supervised pretraining on tiles and whole-slide images (`--config configs/pretrain/*.yaml`).",
     "models": "List the model adapters (`evalkit models list`).",
@@ -52,6 +52,8 @@ def build_parser(command: str) -> ArgumentParser:
         parser.add_argument("--output_dir", type=str | None, default=None, help="where report.md/.csv go (default: the first results folder)")
         parser.add_argument("--metric", type=str, default="balanced_accuracy", help="metric shown in the table")
         parser.add_argument("--plots", type=bool, default=True, help="also write the PNG plots")
+        parser.add_argument("--html", action="store_true",
+                            help="also write report.html: one self-contained page with tables, plots and provenance")
         parser.add_class_arguments(StatsConfig, "stats", help="confidence intervals and significance tests")
         return parser
     if command == "regress":
@@ -130,7 +132,8 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
 
             output = cfg.output_dir or (cfg.results[0] if Path(cfg.results[0]).is_dir() else ".")
             stats = parser.instantiate_classes(cfg).stats
-            print(write_report(cfg.results, output, cfg.metric, stats, cfg.plots, log), end="")
+            print(write_report(cfg.results, output, cfg.metric, stats, plots=cfg.plots, html=cfg.html, log=log),
+                  end="")
             return None
         if command == "regress":
             from evalkit.report.regress import regress
@@ -205,7 +208,7 @@ def _model_configs(argv: list[str]) -> list[int]:
 
 def _without(argv: list[str], drop: list[int]) -> list[str]:
     """``argv`` without the ``--config`` options whose value positions are in ``drop``."""
-    out, skip = [], set()
+    skip: set[int] = set()
     for pos in drop:
         skip.add(pos)
         if argv[pos] != "--config" and not argv[pos].startswith("--config="):

@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
 from evalkit.cli import main
@@ -96,3 +95,48 @@ def test_published_csv_baseline_uses_its_std(tmp_path, capsys):
     table.write_text("model,task,mean\nvit,crc,0.9\n")
     assert main(["regress", str(new), "--baseline", str(table)]) == 1
     assert "lacks the column(s) split, metric, std" in capsys.readouterr().err
+
+
+def test_a_published_table_is_compared_only_where_models_and_tasks_were_run(tmp_path, capsys):
+    new = _run(tmp_path / "new", "vit", _probs(0.9, 1))
+    mean = json.loads(next(new.rglob("results.json")).read_text())["metrics"]["val"]["balanced_accuracy"]["mean"]
+    table = tmp_path / "published.csv"
+    header = "model,task,split,metric,mean,std,protocol,source\n"
+    table.write_text(header + f"vit,crc,val,balanced_accuracy,{mean},0.01,sgd_kaiko,paper\n"
+                     "vit,consep,test,dice,0.6,,segmentation_eva_conv,paper\n"  # another metric: not asked for
+                     "uni,crc,val,balanced_accuracy,0.95,0.001,sgd_kaiko,paper\n")  # a model not run
+    assert main(["regress", str(new), "--baseline", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 passed; 1 entries of the published table for other models or tasks not compared" in out
+    assert "uni" not in out
+    table.write_text(header + "uni,crc,val,balanced_accuracy,0.95,0.001,sgd_kaiko,paper\n")
+    assert main(["regress", str(new), "--baseline", str(table)]) == 1
+    assert "no (model, task) of" in capsys.readouterr().err
+
+
+def test_the_pytest_plugin_fails_a_test_whose_results_regressed(tmp_path, pytester):
+    base = _run(tmp_path / "base", "vit", _probs(0.9, 1))
+    shutil.copytree(base, tmp_path / "same")
+    degraded = _run(tmp_path / "degraded", "vit", _probs(0.6, 2))
+    pytester.makepyfile(f"""
+        import pytest
+
+        @pytest.mark.evalkit
+        def test_unchanged(evalkit_regress):
+            assert "PASS" in evalkit_regress({str(tmp_path / "same")!r}, baseline={str(base)!r})
+
+        @pytest.mark.evalkit
+        def test_degraded(evalkit_regress):
+            evalkit_regress({str(degraded)!r}, baseline={str(base)!r}, tolerance=0.02)
+
+        @pytest.mark.evalkit
+        def test_missing_baseline(evalkit_regress):
+            evalkit_regress({str(degraded)!r}, baseline="nowhere")
+
+        def test_not_selected():
+            pass
+    """)
+    result = pytester.runpytest_inprocess("-m", "evalkit", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=2, deselected=1)
+    result.stdout.fnmatch_lines(["*results regressed against*", "*| vit | crc/val | balanced_accuracy |*FAIL |",
+                                 "*evalkit regress: baseline not found: nowhere"])

@@ -191,3 +191,19 @@ def write_plots(runs: list[Run], metric: str, comparison: dict[str, Any], out: P
     for task in sorted({run.task for run in runs}):
         written.append(label_efficiency_plot(runs, task, out / f"label_efficiency_{task}.png"))
     return [p for p in written if p is not None]
+
+
+def plot_caption(path: Path, metric: str) -> str:
+    """What a plot written by :func:`write_plots` shows, for the HTML report's figure captions."""
+    name, label = path.stem, metric.replace("_", " ")
+    if name == f"bars_{metric}":
+        return f"{label} per task/split and model: mean over runs, whiskers the bootstrap CI of that mean."
+    if name == f"{metric}_vs_representation":
+        return f"{label} against the label-free representation metrics (RankMe, ODCorr) of the same embeddings."
+    if name == "critical_difference":
+        return ("Critical-difference diagram: average rank over the task/split columns; models joined by a red bar "
+                "are within the Nemenyi critical difference.")
+    if name.startswith("label_efficiency_"):
+        return (f"Label efficiency on {name.removeprefix('label_efficiency_')}: {label} against the number of "
+                "training labels per head, band the bootstrap CI over draws.")
+    return name.replace("_", " ")

@@ -10,7 +10,9 @@ published numbers (columns model, task, split, metric, mean, std, protocol, sour
   also call the drop significant, so that noise within the tolerance of an unlucky seed is
   not a regression;
 - results fitted under another protocol than the baseline's are refused, not compared;
-- a baseline entry without a new result is ``missing`` (a failure unless ``--allow_missing``).
+- a baseline entry without a new result is ``missing`` (a failure unless ``--allow_missing``);
+  a published table is a reference, not a contract, so from a CSV only the (model, task)
+  pairs that have new results are compared.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def entries_from_runs(runs: list[Run], metrics: list[str]) -> dict[tuple[str, st
     return out
 
 
-def entries_from_csv(path: Path) -> dict[tuple[str, str, str, str], Entry]:
+def entries_from_csv(path: Path, metrics: list[str]) -> dict[tuple[str, str, str, str], Entry]:
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in CSV_COLUMNS[:6] if c not in (reader.fieldnames or [])]
@@ -63,15 +65,15 @@ def entries_from_csv(path: Path) -> dict[tuple[str, str, str, str], Entry]:
                                f"{', '.join(CSV_COLUMNS)}")
         return {(r["model"], r["task"], r["split"], r["metric"]): Entry(
             r["model"], r["task"], r["split"], r["metric"], float(r["mean"]), float(r["std"] or 0.0),
-            r.get("protocol") or "") for r in reader}
+            r.get("protocol") or "") for r in reader if r["metric"] in metrics}
 
 
 def load_baseline(path: str | Path, metrics: list[str]) -> dict[tuple[str, str, str, str], Entry]:
     path = Path(path)
-    if path.suffix == ".csv":
-        return entries_from_csv(path)
     if not path.exists():
         raise EvalkitError(f"baseline not found: {path}")
+    if path.suffix == ".csv":
+        return entries_from_csv(path, metrics)
     return entries_from_runs(load_results([path]), metrics)
 
 
@@ -130,11 +132,22 @@ def regress(results: list[str], baseline: str, metrics: list[str], tolerance: fl
     """The printed table and whether everything passed."""
     if tolerance < 0 or std_multiple < 0:
         raise EvalkitError("--tolerance and --std_multiple must be >= 0")
-    rows = compare(entries_from_runs(load_results(results), metrics), load_baseline(baseline, metrics), tolerance,
-                   std_multiple, stats, allow_missing)
+    new = entries_from_runs(load_results(results), metrics)
+    reference = load_baseline(baseline, metrics)
+    not_run = 0
+    if Path(baseline).suffix == ".csv":
+        run = {(key[0], key[1]) for key in new}
+        compared = {key: entry for key, entry in reference.items() if (key[0], key[1]) in run}
+        if not compared:
+            raise EvalkitError(f"no (model, task) of {', '.join(results)} is in {baseline}; name the model and task "
+                               "as the CSV does (its `model` and `task` columns)")
+        not_run, reference = len(reference) - len(compared), compared
+    rows = compare(new, reference, tolerance, std_multiple, stats, allow_missing)
     if not rows:
         raise EvalkitError(f"the baseline {baseline} holds none of the metrics {', '.join(metrics)}")
     failed = [r for r in rows if r["status"] in ("fail", "missing")]
     summary = (f"\n{len(rows) - len(failed)} of {len(rows)} passed" +
-               (f"; {len(failed)} regression(s) or missing result(s)\n" if failed else "\n"))
+               (f"; {len(failed)} regression(s) or missing result(s)" if failed else "") +
+               (f"; {not_run} entries of the published table for other models or tasks not compared"
+                if not_run else "") + "\n")
     return render(rows) + summary, not failed

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,10 +132,29 @@ def _fmt_p(p: float | None) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _pairwise_markdown(comparison: dict[str, Any], stats: StatsConfig) -> str:
-    rows = []
+@dataclass
+class Section:
+    """A block of the report after the main table: a sentence and, mostly, a table whose rows
+    name the runs their numbers come from (the HTML report links them to their provenance)."""
+
+    intro: str
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    sources: list[list[Run]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        if not self.header:
+            return f"\n{self.intro}\n"
+        return f"\n{self.intro}:\n\n" + to_markdown(self.header, self.rows)
+
+
+def _pairwise_section(runs: list[Run], comparison: dict[str, Any], stats: StatsConfig) -> Section | None:
+    by_key = {(run.task, run.model): run for run in runs}
+    rows, sources = [], []
     for name, column in comparison["columns"].items():
+        task = name.rsplit("/", 1)[0]
         for model, versus in column.get("versus_best", {}).items():
+            sources.append([by_key[(task, column["best"])], by_key[(task, model)]])
             if "diff" not in versus:
                 rows.append([name, f"{column['best']} vs {model}", "–", "–", "–", "–", versus.get("note", "")])
                 continue
@@ -143,41 +162,42 @@ def _pairwise_markdown(comparison: dict[str, Any], stats: StatsConfig) -> str:
                          f"[{versus['ci_low']:+.3f}, {versus['ci_high']:+.3f}]", _fmt_p(versus["p_value"]),
                          _fmt_p(versus.get("mcnemar_p")), "yes" if versus["significant"] else "no"])
     if not rows:
-        return ""
+        return None
     header = ["task/split", "best vs model", "difference", f"{stats.confidence:.0%} CI", "p (paired bootstrap)",
               "p (McNemar)", f"significant at {stats.alpha}"]
-    return "\nPaired comparisons with the best model of each column, on the same test samples:\n\n" + \
-        to_markdown(header, rows)
+    return Section("Paired comparisons with the best model of each column, on the same test samples", header, rows,
+                   sources)
 
 
-def _friedman_markdown(comparison: dict[str, Any]) -> str:
+def _friedman_section(comparison: dict[str, Any]) -> Section | None:
     friedman = comparison.get("friedman")
     if not friedman:
-        return ""
+        return None
     if "note" in friedman:
-        return f"\nFriedman test: {friedman['note']}\n"
+        return Section(f"Friedman test: {friedman['note']}")
     ranks = ", ".join(f"{m} {r:.2f}" for m, r in sorted(friedman["average_ranks"].items(), key=lambda kv: kv[1]))
-    return (f"\nFriedman test over {friedman['n_blocks']} task/split columns and {friedman['k']} models: "
-            f"chi² = {friedman['statistic']:.3f}, p = {_fmt_p(friedman['p_value'])}; average ranks (1 = best): "
-            f"{ranks}; Nemenyi critical difference {friedman['critical_difference']:.3f} at alpha "
-            f"{friedman['alpha']}.\n")
+    return Section(f"Friedman test over {friedman['n_blocks']} task/split columns and {friedman['k']} models: "
+                   f"chi² = {friedman['statistic']:.3f}, p = {_fmt_p(friedman['p_value'])}; average ranks (1 = best): "
+                   f"{ranks}; Nemenyi critical difference {friedman['critical_difference']:.3f} at alpha "
+                   f"{friedman['alpha']}.")
 
 
-def _representation_markdown(runs: list[Run]) -> str:
-    rows = []
+def _representation_section(runs: list[Run]) -> Section | None:
+    rows, sources = [], []
     for run in runs:
         for split, values in (run.data.get("representation") or {}).items():
             rows.append([run.model, f"{run.task}/{split}", *(_fmt(values.get(key), digits)
                                                               for key, digits in (("rankme", 1), ("odcorr", 3),
                                                                                   ("alpha_req", 3)))])
+            sources.append([run])
     if not rows:
-        return ""
-    return "\nRepresentation metrics of the cached embeddings (label-free):\n\n" + \
-        to_markdown(["model", "task/split", "RankMe", "ODCorr", "α-ReQ"], rows)
+        return None
+    return Section("Representation metrics of the cached embeddings (label-free)",
+                   ["model", "task/split", "RankMe", "ODCorr", "α-ReQ"], rows, sources)
 
 
-def _label_efficiency_markdown(runs: list[Run]) -> str:
-    rows = []
+def _label_efficiency_section(runs: list[Run]) -> Section | None:
+    rows, sources = [], []
     for run in runs:
         section = run.data.get("label_efficiency")
         if not section:
@@ -186,35 +206,55 @@ def _label_efficiency_markdown(runs: list[Run]) -> str:
             for split, by_kind in per_split.items():
                 rows.append([run.model, f"{run.task}/{split}", head,
                              *(f"{by_kind[kind]:.3f}" if kind in by_kind else "–" for kind in ("shots", "fraction"))])
+                sources.append([run])
     if not rows:
-        return ""
-    return ("\nLabel efficiency: normalised area under balanced accuracy vs log(labels) "
-            "(the curve's mean level):\n\n" + to_markdown(["model", "task/split", "head", "k-shot", "fraction"], rows))
+        return None
+    return Section("Label efficiency: normalised area under balanced accuracy vs log(labels) (the curve's mean level)",
+                   ["model", "task/split", "head", "k-shot", "fraction"], rows, sources)
+
+
+def report_sections(runs: list[Run], comparison: dict[str, Any], stats: StatsConfig) -> list[Section]:
+    """Everything after the main table, in the order the report shows it."""
+    sections = (_pairwise_section(runs, comparison, stats), _friedman_section(comparison),
+                _representation_section(runs), _label_efficiency_section(runs))
+    return [section for section in sections if section is not None]
 
 
 def write_report(paths: list[str | Path], output_dir: str | Path, metric: str = "balanced_accuracy",
-                 stats: StatsConfig | None = None, plots: bool = True,
+                 stats: StatsConfig | None = None, plots: bool = True, html: bool = False,
                  log: Callable[[str], None] = lambda _: None) -> str:
-    """Write report.md, report.csv, comparison.json (and the plots) to ``output_dir``; returns the Markdown."""
+    """Write report.md, report.csv, comparison.json (and the plots, and report.html) to ``output_dir``;
+    returns the Markdown."""
     from evalkit.report.compare import compare_runs
 
     stats = stats or StatsConfig()
     runs = load_results(paths)
     comparison = compare_runs(runs, metric, stats)
     header, shown, numeric = comparison_table(runs, metric, comparison)
-    markdown = (f"{metric}: mean ± std over runs [{stats.confidence:.0%} bootstrap CI]; best in bold; "
-                f"{NOT_SIGNIFICANT} = not significantly different from the best (paired bootstrap, alpha "
-                f"{stats.alpha})\n\n" + to_markdown(header, shown) + _pairwise_markdown(comparison, stats) +
-                _friedman_markdown(comparison) + _representation_markdown(runs) + _label_efficiency_markdown(runs))
+    sections = report_sections(runs, comparison, stats)
+    caption = (f"{metric}: mean ± std over runs [{stats.confidence:.0%} bootstrap CI]; best in bold; "
+               f"{NOT_SIGNIFICANT} = not significantly different from the best (paired bootstrap, alpha "
+               f"{stats.alpha})")
+    markdown = f"{caption}\n\n" + to_markdown(header, shown) + "".join(section.markdown() for section in sections)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    written = ["report.md", "report.csv", "comparison.json"]
+    plot_files: list[Path] = []
     if plots:
         from evalkit.report.plots import write_plots
 
-        comparison["plots"] = [str(p) for p in write_plots(runs, metric, comparison, out)]
-        markdown += "\nPlots: " + ", ".join(Path(p).name for p in comparison["plots"]) + "\n"
+        plot_files = write_plots(runs, metric, comparison, out)
+        comparison["plots"] = [str(p) for p in plot_files]
+        markdown += "\nPlots: " + ", ".join(p.name for p in plot_files) + "\n"
+        written.append(f"{len(plot_files)} plots")
     (out / "report.md").write_text(markdown)
     (out / "report.csv").write_text(to_csv(header, numeric))
     (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
-    log(f"wrote {out / 'report.md'}, report.csv, comparison.json" + (" and plots" if plots else ""))
+    if html:
+        from evalkit.report.html import render_html
+
+        (out / "report.html").write_text(render_html(runs, metric, caption, header, shown, sections, plot_files,
+                                                     stats, inputs=[str(p) for p in paths]))
+        written.append("report.html")
+    log(f"wrote to {out}: " + ", ".join(written))
     return markdown

@@ -1,0 +1,161 @@
+"""The published reference tables under results/published/: their format, a few numbers checked
+by hand against the sources, and that `evalkit regress` can load them as a baseline.
+
+The sources and the mapping of names are documented in results/published/README.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from evalkit.heads.protocols import PROTOCOLS
+from evalkit.report.regress import CSV_COLUMNS, load_baseline
+from evalkit.segmentation import SEG_DECODERS
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "results" / "published"
+KAIKO = PUBLISHED / "kaiko2024_eva_sgd.csv"
+EVA = PUBLISHED / "eva_leaderboard.csv"
+FILES = [KAIKO, EVA]
+
+COLUMNS = ["model", "task", "split", "metric", "mean", "std", "protocol", "source"]
+# evalkit's task/split names and the metric each task reports
+TASK_SPLITS = {("bach", "val"), ("crc", "val"), ("mhist", "test"), ("pcam", "val"), ("pcam", "test"),
+               ("consep", "test")}
+METRIC = {"bach": "balanced_accuracy", "crc": "balanced_accuracy", "mhist": "balanced_accuracy",
+          "pcam": "balanced_accuracy", "consep": "dice"}
+# evalkit's own protocols, plus eva's "upscaling + conv with input image" decoder, which evalkit
+# does not implement: its rows must never be compared with an evalkit segmentation run.
+VALID_PROTOCOLS = (set(PROTOCOLS.names()) | {f"segmentation_{name}" for name in SEG_DECODERS.names()}
+                   | {"segmentation_eva_conv"})
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == COLUMNS
+        return list(reader)
+
+
+def _value(path: Path, model: str, task: str, split: str) -> dict[str, str]:
+    found = [r for r in _rows(path) if (r["model"], r["task"], r["split"]) == (model, task, split)]
+    assert len(found) == 1, (model, task, split)
+    return found[0]
+
+
+def test_columns_match_what_regress_reads():
+    assert tuple(COLUMNS) == CSV_COLUMNS
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_format(path: Path):
+    rows = _rows(path)
+    assert rows
+    keys = [(r["model"], r["task"], r["split"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicate (model, task, split, metric)"
+    for r in rows:
+        assert r["model"] and r["model"] == r["model"].strip() and " " not in r["model"]
+        assert (r["task"], r["split"]) in TASK_SPLITS, r
+        assert r["metric"] == METRIC[r["task"]], r
+        mean = float(r["mean"])
+        assert 0.0 <= mean <= 1.0 and not math.isnan(mean), r
+        if r["std"] != "":
+            assert 0.0 <= float(r["std"]) <= 1.0, r
+        assert r["protocol"] in VALID_PROTOCOLS, r
+        expected = "balanced_accuracy" if r["metric"] == "balanced_accuracy" else "dice"
+        assert (r["protocol"] in PROTOCOLS) == (expected == "balanced_accuracy"), r
+        assert r["source"], r
+
+
+def test_kaiko_table_shape():
+    rows = _rows(KAIKO)
+    # 12 models x (BACH, CRC, MHIST, PCam/val, PCam/test); every cell has a published std
+    assert len({r["model"] for r in rows}) == 12 and len(rows) == 60
+    assert all(r["std"] != "" and r["protocol"] == "sgd_kaiko" for r in rows)
+
+
+def test_eva_leaderboard_shape():
+    rows = _rows(EVA)
+    # 15 models x 6 columns (bach, crc, mhist, patch_camelyon, patch_camelyon/test, consep)
+    assert len({r["model"] for r in rows}) == 15 and len(rows) == 90
+    assert all(r["std"] == "" for r in rows), "eva's leaderboard publishes no stds"
+    assert {r["protocol"] for r in rows if r["task"] == "consep"} == {"segmentation_eva_conv"}
+    assert {r["protocol"] for r in rows if r["task"] != "consep"} == {"adamw_eva"}
+
+
+# Numbers typed by hand from the sources (not read from the CSVs).
+@pytest.mark.parametrize("model, task, split, mean, std", [
+    # eva docs/index.md @ kaiko-ai/eva 3171bba5, row "DINO ViT-S16 | N/A": BACH 0.410 (±0.009)
+    ("vit_small_patch16_224-random", "bach", "val", 0.410, 0.009),
+    # same row, CRC 0.617 (±0.008)
+    ("vit_small_patch16_224-random", "crc", "val", 0.617, 0.008),
+    # same table, row "DINO ViT-S16 | ImageNet": PCam/test 0.849 (±0.007)
+    ("vit_small_patch16_224-dino", "pcam", "test", 0.849, 0.007),
+    # same table, row "Owkin - iBOT ViT-B16 | TCGA": MHIST 0.777 (±0.005)
+    ("phikon", "mhist", "test", 0.777, 0.005),
+    # same table, row "kaiko.ai - DINO ViT-B8": PCam/test 0.921 (±0.002); the mean is also in
+    # Table I of kaiko-ai/towards_large_pathology_fms README.md ("ViT-B/8 ... 0.921")
+    ("kaiko_vitb8", "pcam", "test", 0.921, 0.002),
+    # same table, row "kaiko.ai - DINOv2 ViT-L14": BACH 0.870 (±0.005)
+    ("kaiko_vitl14", "bach", "val", 0.870, 0.005),
+])
+def test_kaiko_values(model, task, split, mean, std):
+    row = _value(KAIKO, model, task, split)
+    assert float(row["mean"]) == pytest.approx(mean, abs=1e-9)
+    assert float(row["std"]) == pytest.approx(std, abs=1e-9)
+
+
+@pytest.mark.parametrize("model, task, split, mean", [
+    # tools/data/leaderboards/pathology.csv @ kaiko-ai/eva 73b61a7, row paige_virchow2, column crc
+    ("paige_virchow2", "crc", "val", 0.967),
+    # row mahmood_uni2_h, column bach
+    ("mahmood_uni2_h", "bach", "val", 0.915),
+    # row owkin_phikon (evalkit's `phikon`), column patch_camelyon/test
+    ("phikon", "pcam", "test", 0.92),
+    # row kaiko_vits16, column patch_camelyon (the validation split)
+    ("kaiko_vits16", "pcam", "val", 0.905),
+    # row kaiko_vits16, column consep (Dice)
+    ("kaiko_vits16", "consep", "test", 0.603),
+    # row lunit_vits16, column mhist
+    ("lunit_vits16", "mhist", "test", 0.781),
+])
+def test_eva_values(model, task, split, mean):
+    row = _value(EVA, model, task, split)
+    assert float(row["mean"]) == pytest.approx(mean, abs=1e-9)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_load_baseline(path: Path):
+    rows = _rows(path)
+    baseline = load_baseline(path, ["balanced_accuracy", "dice"])
+    assert len(baseline) == len(rows)
+    for r in rows:
+        entry = baseline[(r["model"], r["task"], r["split"], r["metric"])]
+        assert entry.mean == float(r["mean"])
+        assert entry.std == (float(r["std"]) if r["std"] else 0.0)
+        assert entry.protocol == r["protocol"]
+
+
+def test_regress_against_the_kaiko_table(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """A CRC run of the random ViT-S/16 against kaiko's 0.617 ± 0.008: allowed drop max(0.01, 2 x 0.008)."""
+    import json
+
+    from evalkit.cli import main
+
+    def run(mean: float) -> Path:
+        folder = tmp_path / f"run-{mean}"
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({
+            "task": "crc", "model": "vit_small_patch16_224-random", "protocol": "sgd_kaiko", "n_runs": 5,
+            "metrics": {"val": {"balanced_accuracy": {"mean": mean, "std": 0.005, "runs": [mean] * 5}}}}))
+        return folder
+
+    assert main(["regress", str(run(0.605)), "--baseline", str(KAIKO)]) == 0
+    out = capsys.readouterr().out
+    assert "| vit_small_patch16_224-random | crc/val | balanced_accuracy | 0.6170 | 0.6050 | -0.0120 | 0.0160 |" in out
+    assert "1 of 1 passed; 59 entries of the published table for other models or tasks not compared" in out
+    assert main(["regress", str(run(0.59)), "--baseline", str(KAIKO)]) == 1
+    assert "FAIL" in capsys.readouterr().out
