@@ -148,6 +148,6 @@ def regress(results: list[str], baseline: str, metrics: list[str], tolerance: fl
     failed = [r for r in rows if r["status"] in ("fail", "missing")]
     summary = (f"\n{len(rows) - len(failed)} of {len(rows)} passed" +
                (f"; {len(failed)} regression(s) or missing result(s)" if failed else "") +
-               (f"; {not_run} entries of the published table for other models or tasks not compared"
-                if not_run else "") + "\n")
+               (f"; {not_run} {'entry' if not_run == 1 else 'entries'} of the published table for other models or "
+                "tasks not compared" if not_run else "") + "\n")
     return render(rows) + summary, not failed
