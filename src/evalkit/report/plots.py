@@ -52,7 +52,9 @@ def bar_chart(runs: list[Run], metric: str, comparison: dict[str, Any], path: Pa
     ax.set_xticks(range(len(cols)), [f"{t}\n{s}" for t, s in cols])
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"mean over runs; whiskers: {comparison['confidence']:.0%} bootstrap CI", fontsize=9)
+    with_ci = any("ci_low" in m.get(metric, {}) for run in runs for m in run.data["metrics"].values())
+    ax.set_title(f"mean over runs; whiskers: {comparison['confidence']:.0%} bootstrap CI" if with_ci
+                 else "mean over runs", fontsize=9)
     ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(3, len(models)))
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
@@ -197,7 +199,7 @@ def plot_caption(path: Path, metric: str) -> str:
     """What a plot written by :func:`write_plots` shows, for the HTML report's figure captions."""
     name, label = path.stem, metric.replace("_", " ")
     if name == f"bars_{metric}":
-        return f"{label} per task/split and model: mean over runs, whiskers the bootstrap CI of that mean."
+        return f"{label} per task/split and model: mean over runs, whiskers (where computed) its bootstrap CI."
     if name == f"{metric}_vs_representation":
         return f"{label} against the label-free representation metrics (RankMe, ODCorr) of the same embeddings."
     if name == "critical_difference":
