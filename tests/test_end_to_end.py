@@ -43,6 +43,7 @@ def test_predict_fit_writes_results(first_run):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(EMBEDDING_LINE.findall(proc.stderr)) == 2  # train and val
+    assert "Predicting" not in proc.stdout and "\r" not in proc.stdout  # no progress bars in a pipe
     [path] = _results(root / "res")
     assert path.parent.parent == root / "res" / "crc_demo" / "resnet18-random"
     results = json.loads(path.read_text())

@@ -112,6 +112,9 @@ def test_a_published_table_is_compared_only_where_models_and_tasks_were_run(tmp_
     table.write_text(header + "uni,crc,val,balanced_accuracy,0.95,0.001,sgd_kaiko,paper\n")
     assert main(["regress", str(new), "--baseline", str(table)]) == 1
     assert "no (model, task) of" in capsys.readouterr().err
+    table.write_text(header + "vit,consep,test,dice,0.6,,segmentation_eva_conv,paper\n")
+    assert main(["regress", str(new), "--baseline", str(table)]) == 1  # the metric is the cause, not the model
+    assert "holds none of the metrics balanced_accuracy" in capsys.readouterr().err
 
 
 def test_the_pytest_plugin_fails_a_test_whose_results_regressed(tmp_path, pytester):

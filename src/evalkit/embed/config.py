@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +36,12 @@ class EmbedConfig:
 def on_gpu(accelerator: str) -> bool:
     """Whether a Lightning ``accelerator`` setting puts the work on a GPU (``auto``: when one is there)."""
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def progress_bars() -> bool:
+    """Lightning's progress bars only on a terminal: they go to stdout, and in a pipe, a CI log or
+    a redirected file their carriage-return redraws are noise around the output people read."""
+    return sys.stdout.isatty()
 
 
 def is_global_zero() -> bool:

@@ -24,7 +24,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from evalkit.data.base import DatasetSpec, ImageSplitDataset, SplitListing
 from evalkit.embed.cache import PartialCache, is_complete, split_cache_file
-from evalkit.embed.config import EmbedConfig, is_global_zero, on_gpu
+from evalkit.embed.config import EmbedConfig, is_global_zero, on_gpu, progress_bars
 from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, weights_sha256
 from evalkit.task import Task
@@ -108,7 +108,7 @@ def _run_predict(backbone: Backbone, spec: DatasetSpec, listing: SplitListing, p
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     trainer = L.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, precision=_precision(cfg.accelerator),
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
+        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bars(),
         use_distributed_sampler=False, callbacks=[_BatchWriter(partial)], inference_mode=True,
     )
     try:

@@ -18,7 +18,7 @@ from typing import Callable
 import lightning as L
 import torch
 
-from evalkit.embed.config import on_gpu
+from evalkit.embed.config import on_gpu, progress_bars
 from evalkit.errors import EvalkitError
 from evalkit.pretrain.data import TileImages, ViewsOf, collate_views
 from evalkit.pretrain.module import ModelConfig, OptimConfig, module_from
@@ -128,7 +128,7 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
         precision=trainer.precision or ("bf16-mixed" if on_gpu(trainer.accelerator) else "32-true"),
         logger=_logger(trainer, output), log_every_n_steps=trainer.log_every_n_steps,
         callbacks=_checkpointing(checkpoints, trainer.checkpoint_every) + [LearningRateMonitor(logging_interval="step")],
-        enable_model_summary=False,
+        enable_model_summary=False, enable_progress_bar=progress_bars(),
     )
     resume = checkpoints / "last.ckpt"
     ckpt_path = str(resume) if trainer.resume and resume.is_file() else None

@@ -23,6 +23,7 @@ import yaml
 
 from evalkit.cli import main as evalkit_main
 from evalkit.errors import EvalkitError
+from evalkit.plotting import pyplot
 
 
 def _epoch_losses(run: Path) -> dict[int, float]:
@@ -39,11 +40,7 @@ def write_loss_curve(run: Path) -> Path | None:
     path = run / "metrics.csv"
     if not path.is_file():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     with path.open(newline="") as fh:
         rows = [row for row in csv.DictReader(fh) if row.get("train/loss_epoch")]
     epochs = [int(row["epoch"]) for row in rows]

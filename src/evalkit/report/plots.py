@@ -6,17 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from evalkit.plotting import pyplot
 from evalkit.report.tables import Run, columns
 
 _DPI = 150
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """pyplot with the report's style: small type, no top and right frame lines."""
+    plt = pyplot()
     plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
     return plt
 

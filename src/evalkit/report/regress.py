@@ -134,8 +134,10 @@ def regress(results: list[str], baseline: str, metrics: list[str], tolerance: fl
         raise EvalkitError("--tolerance and --std_multiple must be >= 0")
     new = entries_from_runs(load_results(results), metrics)
     reference = load_baseline(baseline, metrics)
+    if not reference:
+        raise EvalkitError(f"the baseline {baseline} holds none of the metrics {', '.join(metrics)}")
     not_run = 0
-    if Path(baseline).suffix == ".csv":
+    if Path(baseline).suffix == ".csv":  # a published table: compare only what was run
         run = {(key[0], key[1]) for key in new}
         compared = {key: entry for key, entry in reference.items() if (key[0], key[1]) in run}
         if not compared:
@@ -143,8 +145,6 @@ def regress(results: list[str], baseline: str, metrics: list[str], tolerance: fl
                                "as the CSV does (its `model` and `task` columns)")
         not_run, reference = len(reference) - len(compared), compared
     rows = compare(new, reference, tolerance, std_multiple, stats, allow_missing)
-    if not rows:
-        raise EvalkitError(f"the baseline {baseline} holds none of the metrics {', '.join(metrics)}")
     failed = [r for r in rows if r["status"] in ("fail", "missing")]
     summary = (f"\n{len(rows) - len(failed)} of {len(rows)} passed" +
                (f"; {len(failed)} regression(s) or missing result(s)" if failed else "") +

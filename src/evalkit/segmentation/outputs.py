@@ -7,17 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evalkit.plotting import pyplot
+
 # background transparent; other, inflammatory, epithelial, spindle-shaped as in HoVer-Net's figures
 PALETTE = np.array([[0, 0, 0], [255, 255, 0], [255, 0, 0], [0, 160, 255], [0, 200, 0]], dtype=np.float32)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def blend(rgb: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -32,7 +25,7 @@ def blend(rgb: np.ndarray, classes: np.ndarray, alpha: float = 0.5) -> np.ndarra
 def write_overlay(path: Path, rgb: np.ndarray, target: torch.Tensor, prediction: torch.Tensor,
                   class_names: list[str], title: str) -> Path:
     """Image | ground truth | prediction, side by side, with a legend."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     for ax, (name, image) in zip(axes, (("image", rgb), ("ground truth", blend(rgb, target.numpy())),
                                         ("prediction", blend(rgb, prediction.numpy())))):
@@ -50,7 +43,7 @@ def write_overlay(path: Path, rgb: np.ndarray, target: torch.Tensor, prediction:
 
 def write_curve(path: Path, curves: list[list[dict[str, float]]], start_dice: float) -> Path:
     """Training loss per epoch and test Dice at each evaluation, one line per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, dice_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
     for r, curve in enumerate(curves):
         loss_ax.plot([p["epoch"] for p in curve], [p["loss"] for p in curve], label=f"run {r}")
