@@ -15,7 +15,7 @@ import pytest
 import torch
 import torchvision
 
-from helpers import CRC_TASK, DATA, PRECOMPUTED_TASK, RESNET_RANDOM, cli_env, copy_crc_demo, evalkit_cmd, \
+from helpers import CRC_TASK, DATA, PRECOMPUTED_TASK, REPO, RESNET_RANDOM, cli_env, copy_crc_demo, evalkit_cmd, \
     model_yaml, write_foreign_h5
 
 
@@ -86,12 +86,38 @@ def _cases(base: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
          "resnet18", "--model.init_args.pretrained", "true", "--data_root", str(DATA)],
         {"HF_HUB_CACHE": str(base / "pretrained_offline" / "hf"), "TORCH_HOME": str(base / "pretrained_offline")},
         "resnet18")
+
+    # Misspelt or out-of-range settings, refused before any work starts.
+    cases["misspelt_model_option"] = (
+        ["predict", "--config", str(CRC_TASK), *_fast_model("--model.init_args.model_nam", "resnet34")], {},
+        "TimmModel has no option 'model_nam'; its options: model_name")
+    cases["unknown_interpolation"] = (
+        ["predict", "--config", str(CRC_TASK), *_fast_model("--model.init_args.preprocessing.interpolation", "lanczos")],
+        {}, "'lanczos' is not one of bilinear, bicubic, nearest")
+    cases["model_kwargs_the_net_refuses"] = (
+        ["predict", "--config", str(CRC_TASK), *_fast_model("--model.init_args.model_kwargs", "{bogus: 1}"),
+         "--data_root", str(DATA)], {}, "unexpected keyword argument 'bogus'")
+    cases["absent_gpu_for_the_probe"] = (
+        ["fit", "--config", str(CRC_TASK), *_fast_model(), "--head.device", "cuda:99"], {}, "head.device")
+    cases["report_of_a_binary_file"] = (
+        ["report", str(REPO / "results" / "baselines" / "crc_demo" / "predictions.h5")], {},
+        "predictions.h5 is not an evalkit results.json")
+    cases["report_of_a_metric_not_reported"] = (
+        ["report", str(REPO / "results" / "baselines" / "crc_demo"), "--metric", "balanced_acc", "--plots", "false"],
+        {}, "one they report: accuracy, auroc_macro, balanced_accuracy, f1_macro")
+    if not torch.cuda.is_available():
+        cases["absent_gpu_for_embedding"] = (
+            ["predict", "--config", str(CRC_TASK), *_fast_model("--embed.accelerator", "gpu"), "--data_root",
+             str(DATA)], {}, "--embed.accelerator gpu")
     return cases
 
 
 MAX_PARALLEL = 4  # enough to overlap the imports, few enough for a small CI machine's memory
 CASE_NAMES = ["missing_data_folder", "truncated_png", "garbage_tif", "unknown_timm_model",
-              "unknown_adapter_class_path", "foreign_h5_as_train_h5", "checkpoint_wrong_keys", "pretrained_offline"]
+              "unknown_adapter_class_path", "foreign_h5_as_train_h5", "checkpoint_wrong_keys", "pretrained_offline",
+              "misspelt_model_option", "unknown_interpolation", "model_kwargs_the_net_refuses",
+              "absent_gpu_for_the_probe", "report_of_a_binary_file", "report_of_a_metric_not_reported"]
+CASE_NAMES += [] if torch.cuda.is_available() else ["absent_gpu_for_embedding"]
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +133,8 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
             name, (argv, env, names) = pending.pop(0)
             root = base / name
             root.mkdir(exist_ok=True)
-            argv = argv + (["--results_root", str(root / "res")] if argv[0] == "fit" else
-                           ["--embeddings_root", str(root / "emb")])
+            argv = argv + {"fit": ["--results_root", str(root / "res")],
+                           "predict": ["--embeddings_root", str(root / "emb")]}.get(argv[0], [])
             running[name] = (root, names, subprocess.Popen(evalkit_cmd(*argv), cwd=root, env=cli_env(**env),
                                                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         name = next(iter(running))

@@ -6,7 +6,10 @@ earlier ones, and environment variables only supply defaults (DESIGN.md).
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import os
 import re
 import sys
 import time
@@ -59,7 +62,8 @@ def build_parser(command: str) -> ArgumentParser:
     if command == "regress":
         parser.add_argument("results", nargs="+", type=str, help="results folders or results.json files to check")
         parser.add_argument("--baseline", type=str, required=True, help="earlier results (folder/json) or a CSV")
-        parser.add_argument("--metrics", type=list[str], default=["balanced_accuracy"], help="metrics compared")
+        parser.add_argument("--metrics", type=list[str] | str, default=["balanced_accuracy"],
+                            help="metrics compared: one name or a list, e.g. dice or '[balanced_accuracy, f1_macro]'")
         parser.add_argument("--tolerance", type=float, default=0.01, help="allowed drop in absolute points")
         parser.add_argument("--std_multiple", type=float, default=2.0, help="allowed drop in baseline stds")
         parser.add_argument("--allow_missing", type=bool, default=False, help="a baseline entry without a result passes")
@@ -107,8 +111,28 @@ def _resolved_config(parser: ArgumentParser, cfg: Namespace) -> dict[str, Any]:
     return yaml.safe_load(parser.dump(cfg, skip_none=False, skip_check=True)) or {}
 
 
+def _init_options(class_path: str) -> list[str]:
+    """The keyword options a config class accepts, for an error message."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(cls).parameters.values()
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
 def _parse_error(command: str, message: str) -> EvalkitError:
     """jsonargparse's multi-line complaint as one line that says what to do."""
+    ours = re.search(r"evalkit\.errors\.EvalkitError: (.+)", message)
+    if ours:  # a config class refused a value while jsonargparse built it; its own message says it best
+        return EvalkitError(ours.group(1).strip())
+    unknown = re.findall(r"Option '(\w+)' is not accepted", message)
+    owners = re.findall(r"Problem with given class_path '([\w.]+)'", message)
+    if unknown and owners:  # a misspelt option of a model, dataset or preprocessing class: the innermost one
+        options = _init_options(owners[-1])
+        accepted = f"; its options: {', '.join(options)}" if options else ""
+        return EvalkitError(f"{owners[-1]} has no option '{unknown[-1]}'{accepted} (see `evalkit {command} --help`)")
     lines = [line.strip(" -") for line in message.splitlines() if line.strip()]
     given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
     key = re.search(r'Parser key "([\w.]+)"', message)
@@ -138,7 +162,8 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
         if command == "regress":
             from evalkit.report.regress import regress
 
-            table, passed = regress(cfg.results, cfg.baseline, cfg.metrics, cfg.tolerance, cfg.std_multiple,
+            metrics = [cfg.metrics] if isinstance(cfg.metrics, str) else cfg.metrics
+            table, passed = regress(cfg.results, cfg.baseline, metrics, cfg.tolerance, cfg.std_multiple,
                                     parser.instantiate_classes(cfg).stats, cfg.allow_missing)
             print(table, end="")
             if not passed:
@@ -241,6 +266,26 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _progress(message: str) -> None:
+    """A progress line on stderr, from the first process only: the extra ranks of multi-device
+    embedding (started by Lightning with LOCAL_RANK/NODE_RANK set) would repeat every line."""
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The EvalkitError behind ``exc``: in its chain of causes (jsonargparse building a config class), or
+    in its message (a DataLoader worker's re-raised traceback)."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, EvalkitError):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return exc if "EvalkitError" in str(exc) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -254,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evalkit: error: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     debug = "--debug" in rest
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    log = _progress
     try:
         if command == "predict_fit" and len(_model_configs(rest)) > 1:
             _compare(rest, log)
@@ -265,9 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"evalkit: error: {one_line(exc)}", file=sys.stderr)
         return 1
-    except Exception as exc:  # an error a user can hit inside a worker arrives re-wrapped
-        if "EvalkitError" in str(exc) and not debug:
-            print(f"evalkit: error: {one_line(exc)}", file=sys.stderr)
+    except Exception as exc:  # an error a user can hit arrives re-wrapped from a worker or from jsonargparse
+        cause = _user_error(exc)
+        if cause is not None and not debug:
+            print(f"evalkit: error: {one_line(cause)}", file=sys.stderr)
             return 1
         raise
     return 0

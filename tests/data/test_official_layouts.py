@@ -650,6 +650,8 @@ def test_cli_predict_fit_on_consep_trains_the_decoder_on_cached_crops(evalkit):
     results = json.loads(path.read_text())
     assert results["protocol"] == "segmentation_mask2former"
     assert {"dice", "miou", "dice_epithelial"} <= set(results["metrics"]["test"])
+    # DESIGN.md's provenance: the cache keys name the files the decoder was trained and scored on
+    assert sorted(results["provenance"]["cache_keys"]) == sorted(p.stem for p in outcome.folder.rglob("seg-*.h5"))
     assert (path.parent / "overlay_test_test_1.png").is_file() and (path.parent / "training_curve_test.png").is_file()
 
 

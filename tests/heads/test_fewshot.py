@@ -7,6 +7,7 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.heads.fewshot import FEWSHOT_HEADS
+from evalkit.heads.label_efficiency import LabelEfficiencyConfig
 from evalkit.heads.subsets import k_shot_indices
 
 
@@ -20,6 +21,8 @@ def test_registered_heads():
     assert FEWSHOT_HEADS.names() == ["knn", "logreg", "simpleshot"]
     with pytest.raises(EvalkitError, match="known: knn, logreg, simpleshot"):
         FEWSHOT_HEADS.get("svm")
+    with pytest.raises(EvalkitError, match="unknown few-shot head 'svm'; known: linear, knn, logreg, simpleshot"):
+        LabelEfficiencyConfig(heads=["linear", "svm"])
 
 
 @pytest.mark.parametrize("name", FEWSHOT_HEADS.names())

@@ -95,6 +95,21 @@ def test_adapter_refuses_a_missing_or_foreign_checkpoint(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(EvalkitError, match="not a checkpoint of `evalkit pretrain`"):
         LeJEPAModel(checkpoint_path=str(tmp_path / "other.ckpt")).build()
+    (tmp_path / "metrics.csv").write_text("epoch,step\n0,1\n")  # a file of the run, but not a checkpoint
+    with pytest.raises(EvalkitError, match="not a checkpoint of `evalkit pretrain`"):
+        LeJEPAModel(checkpoint_path=str(tmp_path / "metrics.csv")).build()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_adapter_does_not_run_code_from_a_checkpoint(tmp_path, capsys):
+    torch.save({"hyper_parameters": {"model": {"backbone": "resnet18"}}, "payload": _Payload()}, tmp_path / "x.ckpt")
+    with pytest.raises(EvalkitError, match="not a checkpoint of `evalkit pretrain`"):
+        LeJEPAModel(checkpoint_path=str(tmp_path / "x.ckpt")).build()
+    assert "code ran" not in capsys.readouterr().out
 
 
 def test_pretrain_without_data_is_one_line(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Online whole-slide patching on the two shared real slides: reading, resolution, Otsu mask,
+"""Online whole-slide patching on the two real slides shipped in data/wsi: reading, resolution, Otsu mask,
 random and grid sampling, reproducibility across DataLoader workers, and one-line errors."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from evalkit.pretrain.wsi import (
     otsu_threshold,
 )
 
-WSI = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wsi"  # /work/shared/data/wsi beside the repo
+WSI = Path(__file__).resolve().parents[2] / "data" / "wsi"  # shipped with the repo (data/wsi/ATTRIBUTION.md)
 CMU = WSI / "cmu-1-small-region.svs"  # Aperio JPEG, 2220 x 2967, one level, 0.499 µm/px, AppMag 20
 TCGA = WSI / "tcga-cr-7395-01a-01-ts1.svs"  # Aperio JPEG 2000, 2 levels, records no resolution
 TCGA_MPP = 0.5  # assumed (the file records none): it only has to be given
@@ -43,7 +43,6 @@ def _decodes_jpeg2000() -> bool:
     return "openslide" in wsi._available_readers()  # OpenSlide decodes Aperio JPEG 2000 itself
 
 
-needs_slides = pytest.mark.skipif(not (CMU.is_file() and TCGA.is_file()), reason=f"shared slides not found in {WSI}")
 needs_reader = pytest.mark.skipif(not _has_reader(), reason="no slide reader: pip install tiffslide imagecodecs")
 needs_jpeg2000 = pytest.mark.skipif(
     not _decodes_jpeg2000(), reason="TCGA slide is JPEG 2000: needs tiffslide + imagecodecs (with JPEG2K) or openslide")
@@ -73,7 +72,6 @@ def both_20x() -> RandomPatches:
 # ---- reading slides -------------------------------------------------------------------------------
 
 
-@needs_slides
 @needs_reader
 def test_cmu_opens_with_recorded_resolution(cmu: Slide) -> None:
     assert cmu.dimensions == (2220, 2967) and cmu.level_downsamples == [1.0]
@@ -82,7 +80,6 @@ def test_cmu_opens_with_recorded_resolution(cmu: Slide) -> None:
     print(f"\nCMU: reader {cmu.reader}, {cmu.mpp} µm/px, {cmu.magnification}×")
 
 
-@needs_slides
 @needs_reader
 @needs_jpeg2000
 def test_tcga_jpeg2000_opens_and_needs_a_resolution() -> None:
@@ -98,7 +95,6 @@ def test_tcga_jpeg2000_opens_and_needs_a_resolution() -> None:
     assert patch.shape == (224, 224, 3) and patch.std() > 5
 
 
-@needs_slides
 @pytest.mark.skipif(set(wsi._available_readers()) != set(wsi.READERS), reason="needs both tiffslide and openslide")
 def test_readers_agree() -> None:
     slides = [Slide(CMU, reader=name) for name in wsi.READERS]
@@ -107,7 +103,6 @@ def test_readers_agree() -> None:
     assert np.abs(patches[0] - patches[1]).mean() < 1
 
 
-@needs_slides
 @needs_reader
 def test_unreadable_or_missing_slide_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     garbage = tmp_path / "broken.svs"
@@ -175,7 +170,6 @@ def test_box_fractions_match_loops() -> None:
         np.testing.assert_allclose(fractions, expected, atol=1e-6)
 
 
-@needs_slides
 @needs_reader
 def test_cmu_mask_fraction_and_alignment(cmu: Slide) -> None:
     mask = foreground_mask(cmu)
@@ -197,7 +191,6 @@ def test_cmu_mask_fraction_and_alignment(cmu: Slide) -> None:
 # ---- random patches -------------------------------------------------------------------------------
 
 
-@needs_slides
 @needs_reader
 @needs_jpeg2000
 def test_random_patches_are_tissue_of_the_requested_size(both_20x: RandomPatches) -> None:
@@ -219,7 +212,6 @@ def test_random_patches_are_tissue_of_the_requested_size(both_20x: RandomPatches
         assert image.size == (224, 224) and image.mode == "RGB"
 
 
-@needs_slides
 @needs_reader
 def test_magnification_sets_the_field_of_view(cmu: Slide) -> None:
     at20, at10 = (GridPatches(str(CMU), magnification_to_mpp(m), min_foreground=0.0) for m in (20, 10))
@@ -236,7 +228,6 @@ def test_magnification_sets_the_field_of_view(cmu: Slide) -> None:
         GridPatches(str(CMU), magnification_to_mpp(40))
 
 
-@needs_slides
 @needs_reader
 @needs_jpeg2000
 def test_pyramid_level_choice() -> None:
@@ -247,7 +238,6 @@ def test_pyramid_level_choice() -> None:
     assert slide.read_patch(2000, 1500, 896, 224).size == (224, 224)
 
 
-@needs_slides
 @needs_reader
 def test_random_patches_reproducible_across_workers() -> None:
     def build(seed: int) -> RandomPatches:
@@ -273,7 +263,6 @@ def test_random_patches_reproducible_across_workers() -> None:
 # ---- grid -----------------------------------------------------------------------------------------
 
 
-@needs_slides
 @needs_reader
 @needs_jpeg2000
 def test_grid_keeps_each_tissue_position_once() -> None:
@@ -295,7 +284,6 @@ def test_grid_keeps_each_tissue_position_once() -> None:
 # ---- config ---------------------------------------------------------------------------------------
 
 
-@needs_slides
 @needs_reader
 @needs_jpeg2000
 def test_config_builds_both_datasets() -> None:

@@ -82,10 +82,13 @@ class ImageCSV(DatasetSpec):
         root: the dataset folder, relative to ``data_root`` unless absolute.
         csv_file: the CSV file, relative to ``root``.
         classes: class names in label order; default: the sorted distinct labels.
+        allow_subset: accepted so that the same override works on every task; a CSV task has
+            no official counts to check, so any subset is used as listed.
     """
 
-    def __init__(self, root: str, csv_file: str = "split.csv", classes: list[str] | None = None) -> None:
-        super().__init__(root, allow_subset=True)
+    def __init__(self, root: str, csv_file: str = "split.csv", classes: list[str] | None = None,
+                 allow_subset: bool = True) -> None:
+        super().__init__(root, allow_subset)
         self.csv_file = csv_file
         self.declared_classes = list(classes) if classes else None
         self._classes = self.declared_classes  # filled from the CSV when not declared

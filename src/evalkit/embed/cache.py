@@ -131,7 +131,7 @@ class PartialCache:
         """Save one batch; rows marked unreadable are recorded as skipped, not stored."""
         batch_id = int(indices[0]) // self.batch_size
         keep = np.ones(len(indices), dtype=bool) if readable is None else readable.astype(bool)
-        tmp = self.dir / f"batch-{batch_id:08d}.tmp.npz"
+        tmp = self.dir / f"batch-{batch_id:08d}.{os.getpid()}.tmp.npz"  # ranks may write the same batch
         np.savez(tmp, indices=indices[keep].astype(np.int64), embeddings=embeddings[keep],
                  skipped=indices[~keep].astype(np.int64))
         os.replace(tmp, self.dir / f"batch-{batch_id:08d}.npz")

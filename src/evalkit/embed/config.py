@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from evalkit.env import env_int, env_str
+from evalkit.errors import EvalkitError
 
 
 @dataclass
@@ -36,6 +37,22 @@ class EmbedConfig:
 def on_gpu(accelerator: str) -> bool:
     """Whether a Lightning ``accelerator`` setting puts the work on a GPU (``auto``: when one is there)."""
     return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def check_torch_device(device: str, option: str) -> torch.device:
+    """``device`` (``auto``: CUDA when there is one) as a torch device, refused in one line when this
+    machine cannot run it: asking for a GPU that is not there is a config mistake, not a crash."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise EvalkitError(f"{option} '{device}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EvalkitError(f"{option} is '{device}' but this machine has no CUDA GPU; use auto or cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise EvalkitError(f"{option} is '{device}' but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return resolved
 
 
 def progress_bars() -> bool:

@@ -20,12 +20,13 @@ from typing import Any, Callable, Iterator
 import h5py
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from evalkit.data.base import DatasetSpec, ImageSplitDataset, SplitListing
 from evalkit.embed.cache import PartialCache, is_complete, split_cache_file
 from evalkit.embed.config import EmbedConfig, is_global_zero, on_gpu, progress_bars
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, one_line
 from evalkit.models.base import Backbone, ModelSpec, weights_sha256
 from evalkit.task import Task
 
@@ -75,7 +76,9 @@ class _PendingBatches(torch.utils.data.Sampler[list[int]]):
     def _mine(self) -> list[int]:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-            return self.pending[rank::world]
+            # Lightning refuses a rank with an empty loader, so with fewer batches than ranks the
+            # spare ranks embed a batch again: batch files are per batch and replaced atomically.
+            return self.pending[rank::world] or [self.pending[rank % len(self.pending)]]
         return self.pending
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -106,11 +109,15 @@ def _run_predict(backbone: Backbone, spec: DatasetSpec, listing: SplitListing, p
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, precision=_precision(cfg.accelerator),
-        logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bars(),
-        use_distributed_sampler=False, callbacks=[_BatchWriter(partial)], inference_mode=True,
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=cfg.accelerator, devices=cfg.devices, precision=_precision(cfg.accelerator),
+            logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bars(),
+            use_distributed_sampler=False, callbacks=[_BatchWriter(partial)], inference_mode=True,
+        )
+    except MisconfigurationException as exc:  # e.g. accelerator gpu on a machine without one
+        raise EvalkitError(f"--embed.accelerator {cfg.accelerator} --embed.devices {cfg.devices}: "
+                           f"{one_line(exc)}; use --embed.accelerator auto or cpu") from None
     try:
         trainer.predict(_EmbedModule(backbone), dataloaders=loader, return_predictions=False)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)

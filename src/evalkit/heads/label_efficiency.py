@@ -53,9 +53,10 @@ class LabelEfficiencyConfig:
     def __post_init__(self) -> None:
         if self.draws < 1:
             raise EvalkitError(f"fewshot.draws must be at least 1, got {self.draws}")
-        for head in self.heads:
-            if head != LINEAR:
-                FEWSHOT_HEADS.get(head)  # unknown names fail here, naming the known ones
+        known = [LINEAR, *FEWSHOT_HEADS.names()]
+        unknown = [head for head in self.heads if head not in known]
+        if unknown:
+            raise EvalkitError(f"unknown few-shot head '{unknown[0]}'; known: {', '.join(known)}")
         if any(isinstance(k, bool) or k < 1 for k in self.shots):
             raise EvalkitError(f"fewshot.shots must be integers of at least 1, got {self.shots}")
         if any(not 0.0 < f <= 1.0 for f in self.fractions):

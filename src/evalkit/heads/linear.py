@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from evalkit.env import env_int
+from evalkit.embed.config import check_torch_device
 from evalkit.errors import EvalkitError
 from evalkit.heads.protocols import PROTOCOLS, Protocol
 from evalkit.metrics.classification import balanced_accuracy_runs, classification_metrics
@@ -62,6 +63,11 @@ class LinearProbeConfig:
                 raise EvalkitError(f"head.{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise EvalkitError(f"head.batch_size must be at least 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise EvalkitError(f"head.lr must be > 0, got {self.lr}")
+        if self.patience_fraction is not None and not 0 < self.patience_fraction <= 1:
+            raise EvalkitError(f"head.patience_fraction must be in (0, 1], got {self.patience_fraction}")
+        check_torch_device(self.device, "head.device")
 
 
 @dataclass
@@ -127,8 +133,7 @@ def fit_linear_probe(
     """
     start = time.perf_counter()
     protocol = PROTOCOLS.get(cfg.protocol)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = check_torch_device(cfg.device, "head.device")
     x, y = train[0].to(device, torch.float32), train[1].to(device)
     vx, vy = val[0].to(device, torch.float32), val[1].to(device)
     dim = x.shape[1]

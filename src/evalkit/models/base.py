@@ -24,6 +24,8 @@ from evalkit.errors import EvalkitError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+                  "nearest": T.InterpolationMode.NEAREST}
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,23 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
 
+    def __post_init__(self) -> None:
+        # Checked here: a bad value would otherwise surface inside a DataLoader worker, mid-embedding.
+        if self.input_size < 1 or (self.resize_size is not None and self.resize_size < 1):
+            raise EvalkitError(f"preprocessing sizes must be at least 1, got input_size {self.input_size}, "
+                               f"resize_size {self.resize_size}")
+        if self.interpolation not in _INTERPOLATION:
+            raise EvalkitError(f"preprocessing.interpolation '{self.interpolation}' is not one of "
+                               f"{', '.join(_INTERPOLATION)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise EvalkitError(f"preprocessing mean and std take 3 values (RGB), std > 0; got mean {list(self.mean)}, "
+                               f"std {list(self.std)}")
+
     def transform(self) -> T.Compose:
-        modes = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                 "nearest": T.InterpolationMode.NEAREST}
         return T.Compose([
             T.ToImage(),
-            T.Resize(self.resize_size or self.input_size, interpolation=modes[self.interpolation], antialias=True),
+            T.Resize(self.resize_size or self.input_size, interpolation=_INTERPOLATION[self.interpolation],
+                     antialias=True),
             T.CenterCrop(self.input_size),
             T.ToDtype(torch.float32, scale=True),
             T.Normalize(mean=list(self.mean), std=list(self.std)),
@@ -168,7 +181,8 @@ def path_sha256(path: str | os.PathLike) -> str:
     if not p.exists():
         from evalkit.errors import EvalkitError
 
-        raise EvalkitError(f"weights not found: {p}; check the path in the model config")
+        raise EvalkitError(f"weights not found: {p}; check the path in the model config (a LeJEPA checkpoint "
+                           "appears once `evalkit pretrain` has run)")
     files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
     digest = hashlib.sha256()
     for f in files:

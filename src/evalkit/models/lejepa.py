@@ -39,11 +39,12 @@ class LeJEPAModel(ModelSpec):
         path = Path(self.checkpoint_path)
         if not path.is_file():
             raise EvalkitError(f"LeJEPA checkpoint not found: {path}; run `evalkit pretrain` or fix checkpoint_path")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # weights_only: a checkpoint from elsewhere cannot run code; ours holds only tensors and plain types
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
             checkpoint["hyper_parameters"]["model"]["backbone"]
-        except (OSError, RuntimeError, KeyError, TypeError, EOFError) as exc:
-            raise EvalkitError(f"{path} is not a checkpoint of `evalkit pretrain` ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # any foreign or corrupt file; torch's own messages run to paragraphs
+            raise EvalkitError(f"{path} is not a checkpoint of `evalkit pretrain` ({type(exc).__name__}); use a "
+                               "file from <output_dir>/checkpoints/, e.g. last.ckpt or epoch=009.ckpt") from None
         return checkpoint
 
     def default_name(self) -> str:

@@ -74,7 +74,10 @@ class LocalCheckpointModel(ModelSpec):
                 "identity_modules": self.identity_modules}
 
     def build(self) -> Backbone:
-        net = _import_callable(self.builder)(**self.builder_kwargs)
+        try:
+            net = _import_callable(self.builder)(**self.builder_kwargs)
+        except TypeError as exc:  # builder_kwargs that do not fit the builder's signature
+            raise EvalkitError(f"{self.builder} refused builder_kwargs {self.builder_kwargs}: {exc}") from None
         state = remap_keys(read_state_dict(self.checkpoint_path, self.checkpoint_key), self.prefix_map)
         load_strict(net, state, self.checkpoint_path)
         for attr in self.identity_modules:

@@ -105,6 +105,9 @@ class TimmModel(ModelSpec):
             torch.manual_seed(self.seed)
             try:
                 net = timm.create_model(self.model_name, pretrained=use_hub, num_classes=0, **self.model_kwargs)
+            except TypeError as exc:  # a model_kwargs key the architecture does not take
+                raise EvalkitError(f"timm model '{self.model_name}' refused model_kwargs "
+                                   f"{self.model_kwargs}: {exc}") from None
             except (OSError, RuntimeError) as exc:
                 if not use_hub:
                     raise

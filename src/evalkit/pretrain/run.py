@@ -9,6 +9,7 @@ TensorBoard or wandb (offline unless configured otherwise).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -17,9 +18,10 @@ from typing import Callable
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from evalkit.embed.config import on_gpu, progress_bars
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, one_line
 from evalkit.pretrain.data import TileImages, ViewsOf, collate_views
 from evalkit.pretrain.module import ModelConfig, OptimConfig, module_from
 from evalkit.pretrain.views import MultiCropViews, ViewsConfig
@@ -84,13 +86,19 @@ def _dataset(data: DataConfig, views: MultiCropViews) -> torch.utils.data.Datase
 def _logger(trainer: TrainerConfig, output: Path):
     from lightning.pytorch import loggers
 
+    if trainer.logger not in ("csv", "tensorboard", "wandb"):
+        raise EvalkitError(f"unknown trainer.logger '{trainer.logger}'; use csv, tensorboard or wandb")
+    csv_logger = loggers.CSVLogger(output, name="", version="")
     if trainer.logger == "csv":
-        return loggers.CSVLogger(output, name="", version="")
+        return csv_logger
+    # Optional packages, not evalkit dependencies: say which one to install before training starts.
+    needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}[trainer.logger]
+    if not any(importlib.util.find_spec(name) for name in needs):
+        raise EvalkitError(f"trainer.logger {trainer.logger} needs the package {needs[0]}: "
+                           f"pip install {needs[0]} (or use --trainer.logger csv)")
     if trainer.logger == "tensorboard":
-        return [loggers.CSVLogger(output, name="", version=""), loggers.TensorBoardLogger(output, name="tb")]
-    if trainer.logger == "wandb":
-        return [loggers.CSVLogger(output, name="", version=""), loggers.WandbLogger(save_dir=output, offline=True)]
-    raise EvalkitError(f"unknown trainer.logger '{trainer.logger}'; use csv, tensorboard or wandb")
+        return [csv_logger, loggers.TensorBoardLogger(output, name="tb")]
+    return [csv_logger, loggers.WandbLogger(save_dir=output, offline=True)]
 
 
 def _checkpointing(folder: Path, every: int) -> list:
@@ -122,14 +130,19 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
                                          pin_memory=torch.cuda.is_available())
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    pl_trainer = L.Trainer(
-        max_epochs=trainer.max_epochs, accelerator=trainer.accelerator, devices=trainer.devices,
-        num_nodes=trainer.num_nodes, strategy=trainer.strategy,
-        precision=trainer.precision or ("bf16-mixed" if on_gpu(trainer.accelerator) else "32-true"),
-        logger=_logger(trainer, output), log_every_n_steps=trainer.log_every_n_steps,
-        callbacks=_checkpointing(checkpoints, trainer.checkpoint_every) + [LearningRateMonitor(logging_interval="step")],
-        enable_model_summary=False, enable_progress_bar=progress_bars(),
-    )
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    try:
+        pl_trainer = L.Trainer(
+            max_epochs=trainer.max_epochs, accelerator=trainer.accelerator, devices=trainer.devices,
+            num_nodes=trainer.num_nodes, strategy=trainer.strategy,
+            precision=trainer.precision or ("bf16-mixed" if on_gpu(trainer.accelerator) else "32-true"),
+            logger=_logger(trainer, output), log_every_n_steps=trainer.log_every_n_steps,
+            callbacks=_checkpointing(checkpoints, trainer.checkpoint_every) + [LearningRateMonitor(logging_interval="step")],
+            enable_model_summary=False, enable_progress_bar=progress_bars(),
+        )
+    except MisconfigurationException as exc:  # e.g. accelerator gpu on a machine without one
+        raise EvalkitError(f"trainer settings (accelerator {trainer.accelerator}, devices {trainer.devices}, strategy "
+                           f"{trainer.strategy}): {one_line(exc)}") from None
     resume = checkpoints / "last.ckpt"
     ckpt_path = str(resume) if trainer.resume and resume.is_file() else None
     if ckpt_path:
@@ -145,6 +158,9 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
         pl_trainer.fit(module_from(model, optim, views.n_global), loader, ckpt_path=ckpt_path)
     except (KeyboardInterrupt, SystemExit):
         raise EvalkitError(f"interrupted; rerun the same command to resume from {resume}") from None
+    except MisconfigurationException as exc:  # e.g. resuming a run that already has max_epochs
+        raise EvalkitError(f"cannot resume from {resume}: {one_line(exc)}; raise --trainer.max_epochs, choose "
+                           "another --trainer.output_dir or pass --trainer.resume false") from None
     finally:
         if kept.is_file() and pl_trainer.is_global_zero:
             _prepend_rows(kept, earlier)

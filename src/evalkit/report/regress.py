@@ -57,15 +57,28 @@ def entries_from_runs(runs: list[Run], metrics: list[str]) -> dict[tuple[str, st
 
 
 def entries_from_csv(path: Path, metrics: list[str]) -> dict[tuple[str, str, str, str], Entry]:
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in CSV_COLUMNS[:6] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise EvalkitError(f"{path} lacks the column(s) {', '.join(missing)}; a baseline CSV has "
-                               f"{', '.join(CSV_COLUMNS)}")
-        return {(r["model"], r["task"], r["split"], r["metric"]): Entry(
-            r["model"], r["task"], r["split"], r["metric"], float(r["mean"]), float(r["std"] or 0.0),
-            r.get("protocol") or "") for r in reader if r["metric"] in metrics}
+    entries = {}
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in CSV_COLUMNS[:6] if c not in (reader.fieldnames or [])]
+            if missing:
+                raise EvalkitError(f"{path} lacks the column(s) {', '.join(missing)}; a baseline CSV has "
+                                   f"{', '.join(CSV_COLUMNS)}")
+            for r in reader:
+                if r["metric"] not in metrics:
+                    continue
+                try:
+                    mean, std = float(r["mean"]), float(r["std"] or 0.0)
+                except (TypeError, ValueError):
+                    raise EvalkitError(f"{path} line {reader.line_num}: mean '{r['mean']}' and std '{r['std']}' "
+                                       "must be numbers (std may be empty)") from None
+                entries[(r["model"], r["task"], r["split"], r["metric"])] = Entry(
+                    r["model"], r["task"], r["split"], r["metric"], mean, std, r.get("protocol") or "")
+    except UnicodeDecodeError:
+        raise EvalkitError(f"{path} is not a text CSV; a baseline is a CSV with {', '.join(CSV_COLUMNS)} "
+                           "or a folder of results.json files") from None
+    return entries
 
 
 def load_baseline(path: str | Path, metrics: list[str]) -> dict[tuple[str, str, str, str], Entry]:
@@ -102,9 +115,9 @@ def compare(new: dict, baseline: dict, tolerance: float, std_multiple: float, st
             rows.append({"key": key, "status": "ok-missing" if allow_missing else "missing", "baseline": old.mean})
             continue
         if old.protocol and current.protocol and old.protocol != current.protocol:
+            option = "--seg.decoder" if current.protocol.startswith("segmentation_") else "--head.protocol"
             raise EvalkitError(f"{'/'.join(key)}: the baseline was fitted with protocol '{old.protocol}', the new "
-                               f"result with '{current.protocol}'; compare runs of the same protocol "
-                               "(--head.protocol)")
+                               f"result with '{current.protocol}'; compare runs of the same protocol ({option})")
         allowed = max(tolerance, std_multiple * old.std)
         drop = old.mean - current.mean
         p = _paired_p(current, old, stats) if drop > allowed else None

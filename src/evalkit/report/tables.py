@@ -53,7 +53,7 @@ def load_results(paths: list[str | Path]) -> list[Run]:
         try:
             result = json.loads(file.read_text())
             key = (result["task"], result["model"])
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise EvalkitError(f"{file} is not an evalkit results.json") from None
         stamp = result.get("provenance", {}).get("created", "") + file.parent.name
         if key not in latest or stamp > latest[key][0]:
@@ -84,7 +84,9 @@ def comparison_table(runs: list[Run], metric: str, comparison: dict[str, Any]) -
     """Header, display rows and numeric rows (mean, std, CI, p vs best) of the models x tasks table."""
     cols = columns(runs, metric)
     if not cols:
-        raise EvalkitError(f"no results report the metric '{metric}'")
+        reported = sorted({name for run in runs for values in run.data["metrics"].values() for name in values})
+        raise EvalkitError(f"no results report the metric '{metric}'; pass --metric with one they report: "
+                           f"{', '.join(reported)}")
     models = sorted({run.model for run in runs})
     cell = {(run.model, run.task, s): m[metric] for run in runs for s, m in run.data["metrics"].items() if metric in m}
     header = ["model"] + [f"{task}/{split}" for task, split in cols]

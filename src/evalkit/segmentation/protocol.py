@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from evalkit.embed.config import check_torch_device
 from evalkit.errors import EvalkitError
 from evalkit.metrics.segmentation import confusion, segmentation_scores
 from evalkit.segmentation.cache import SegmentationCache
@@ -65,11 +66,10 @@ class SegmentationConfig:
         if self.test_stride > self.crop_size:
             raise EvalkitError(f"seg.test_stride ({self.test_stride}) must not exceed seg.crop_size "
                                f"({self.crop_size}): the grid would leave gaps")
+        check_torch_device(self.device, "seg.device")
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return check_torch_device(self.device, "seg.device")
 
 
 @dataclass

@@ -99,7 +99,8 @@ def fit_segmentation(task: Task, model: ModelSpec | None, embeddings_root: str, 
                           f"{model.name} + {seg.decoder}, run 0: Dice {runs[0].scores['dice']:.3f}")
     results["head"] = {**vars(seg), "seconds_per_epoch": statistics.fmean(seconds_per_epoch)}
     results["timing"] = {**(timing or {}), "fit_s": round(time.perf_counter() - start, 3)}
-    results["provenance"] = {"cache_files": {split: str(path) for split, (_, path) in files.items()},
+    results["provenance"] = {"cache_keys": [path.stem for _, path in files.values()],
+                             "cache_files": {split: str(path) for split, (_, path) in files.items()},
                              "model_fingerprint": train.attrs.get("model_fingerprint")}
     path = write_results(run_dir, results, config)
     log(f"[{model.name}] {task.name}: " + ", ".join(

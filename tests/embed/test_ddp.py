@@ -1,0 +1,25 @@
+"""Embedding on two CPU processes (Lightning DDP over gloo): the caches equal a one-process run's,
+also when a split has fewer batches than ranks (the val split here is one batch)."""
+
+from __future__ import annotations
+
+from helpers import CRC_TASK, DATA, RESNET_RANDOM, assert_same_cache, run_cli
+
+ARGS = ["predict", "--config", CRC_TASK, "--config", RESNET_RANDOM, "--model.init_args.model_name", "resnet18",
+        "--model.init_args.preprocessing.input_size", "64", "--data_root", DATA, "--embed.num_workers", "0",
+        "--embed.accelerator", "cpu", "--embed.batch_size", "16"]  # train: 25 tiles = 2 batches; val: 16 = 1
+
+
+def test_two_ranks_embed_what_one_does_even_with_fewer_batches_than_ranks(tmp_path):
+    one = run_cli(*ARGS, "--embeddings_root", tmp_path / "one", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = run_cli(*ARGS, "--embed.devices", "2", "--embeddings_root", tmp_path / "two", cwd=tmp_path, timeout=240)
+    assert two.returncode == 0, two.stderr
+    assert "Traceback" not in two.stderr
+    assert two.stderr.count(": embedding ") == 2  # one progress line per split, not one per rank
+    caches = sorted((tmp_path / "one").rglob("*.h5"))
+    assert [p.name for p in caches] == [p.name for p in sorted((tmp_path / "two").rglob("*.h5"))]
+    assert len(caches) == 2
+    for path in caches:
+        assert_same_cache(path, tmp_path / "two" / path.relative_to(tmp_path / "one"))
+    assert not list((tmp_path / "two").rglob("*.partial"))
