@@ -108,6 +108,8 @@ def test_a_published_table_is_compared_only_where_models_and_tasks_were_run(tmp_
     assert main(["regress", str(new), "--baseline", str(table)]) == 0
     out = capsys.readouterr().out
     assert "1 of 1 passed; 1 entry of the published table for other models or tasks not compared" in out
+    assert main(["regress", str(new), "--baseline", str(table), "--metrics", "balanced_accuracy"]) == 0  # one name
+    assert "1 of 1 passed" in capsys.readouterr().out
     assert "uni" not in out
     table.write_text(header + "uni,crc,val,balanced_accuracy,0.95,0.001,sgd_kaiko,paper\n")
     assert main(["regress", str(new), "--baseline", str(table)]) == 1
