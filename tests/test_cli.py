@@ -86,6 +86,15 @@ def test_print_config_through_main(capsys):
     assert printed["model"]["class_path"].endswith("TimmModel")
 
 
+def test_print_config_of_a_comparison_prints_every_model(capsys):
+    vit = CONFIGS / "models" / "vit_small_patch16_224_random.yaml"
+    assert main(["predict_fit", "--config", str(CRC_TASK), "--config", str(RESNET_RANDOM), "--config", str(vit),
+                 "--print_config"]) == 0
+    printed = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [doc["model"]["init_args"]["model_name"] for doc in printed] == ["resnet50", "vit_small_patch16_224"]
+    assert all(doc["task"]["name"] == "crc_demo" for doc in printed)
+
+
 def test_command_line_override_wins_over_config_files(tmp_path):
     head = write_yaml(tmp_path / "head.yaml", {"head": {"n_runs": 2, "max_steps": 100}})
     cfg = build_parser("fit").parse_args(["--config", str(CRC_TASK), "--config", str(head), "--head.n_runs", "3"])

@@ -246,6 +246,15 @@ def _compare(argv: list[str], log: Callable[[str], None]) -> None:
     from evalkit.report import write_report
 
     positions = _model_configs(argv)
+    if any(arg.startswith("--print_config") for arg in argv):  # one YAML document per model
+        for i, keep in enumerate(positions):
+            print("---" if i else "", end="\n" if i else "")
+            try:
+                build_parser("predict_fit").parse_args(_without(argv, [p for p in positions if p != keep]))
+            except SystemExit as exc:  # jsonargparse exits after printing
+                if exc.code not in (0, None):
+                    raise
+        return
     paths = []
     for keep in positions:
         paths.append(_run_single("predict_fit", _without(argv, [p for p in positions if p != keep]), log))

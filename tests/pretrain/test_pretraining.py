@@ -116,3 +116,13 @@ def test_pretrain_without_data_is_one_line(tmp_path, capsys):
     assert main(["pretrain", "--trainer.output_dir", str(tmp_path), "--trainer.max_epochs", "1"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("evalkit: error:") and "data.tile_folders" in err and "\n" not in err
+
+
+def test_a_logger_whose_package_is_missing_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("evalkit.pretrain.run._installed", lambda package: False)
+    code = main(["pretrain", "--data.tile_folders", f"[{DATA / 'crc_demo'}]", "--data.batch_size", "4",
+                 "--trainer.output_dir", str(tmp_path), "--trainer.logger", "wandb"])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "evalkit: error: trainer.logger wandb needs the package wandb: pip install wandb (or use " \
+                  "--trainer.logger csv)"

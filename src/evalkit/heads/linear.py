@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from evalkit.env import env_int
 from evalkit.embed.config import check_torch_device
+from evalkit.env import env_int
 from evalkit.errors import EvalkitError
 from evalkit.heads.protocols import PROTOCOLS, Protocol
 from evalkit.metrics.classification import balanced_accuracy_runs, classification_metrics

@@ -83,6 +83,10 @@ def _dataset(data: DataConfig, views: MultiCropViews) -> torch.utils.data.Datase
     return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
 
 
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
 def _logger(trainer: TrainerConfig, output: Path):
     from lightning.pytorch import loggers
 
@@ -93,7 +97,7 @@ def _logger(trainer: TrainerConfig, output: Path):
         return csv_logger
     # Optional packages, not evalkit dependencies: say which one to install before training starts.
     needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}[trainer.logger]
-    if not any(importlib.util.find_spec(name) for name in needs):
+    if not any(map(_installed, needs)):
         raise EvalkitError(f"trainer.logger {trainer.logger} needs the package {needs[0]}: "
                            f"pip install {needs[0]} (or use --trainer.logger csv)")
     if trainer.logger == "tensorboard":
@@ -158,7 +162,9 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
         pl_trainer.fit(module_from(model, optim, views.n_global), loader, ckpt_path=ckpt_path)
     except (KeyboardInterrupt, SystemExit):
         raise EvalkitError(f"interrupted; rerun the same command to resume from {resume}") from None
-    except MisconfigurationException as exc:  # e.g. resuming a run that already has max_epochs
+    except MisconfigurationException as exc:  # e.g. resuming a run that already has more than max_epochs
+        if not ckpt_path:
+            raise EvalkitError(f"Lightning refused the trainer settings: {one_line(exc)}") from None
         raise EvalkitError(f"cannot resume from {resume}: {one_line(exc)}; raise --trainer.max_epochs, choose "
                            "another --trainer.output_dir or pass --trainer.resume false") from None
     finally:
