@@ -135,6 +135,11 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    resume = checkpoints / "last.ckpt"
+    ckpt_path = str(resume) if trainer.resume and resume.is_file() else None
+    if ckpt_path:  # a resumed run keeps its checkpoints and earlier metrics rows, whatever Lightning says
+        warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     try:
         pl_trainer = L.Trainer(
             max_epochs=trainer.max_epochs, accelerator=trainer.accelerator, devices=trainer.devices,
@@ -147,8 +152,6 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
     except MisconfigurationException as exc:  # e.g. accelerator gpu on a machine without one
         raise EvalkitError(f"trainer settings (accelerator {trainer.accelerator}, devices {trainer.devices}, strategy "
                            f"{trainer.strategy}): {one_line(exc)}") from None
-    resume = checkpoints / "last.ckpt"
-    ckpt_path = str(resume) if trainer.resume and resume.is_file() else None
     if ckpt_path:
         log(f"resuming from {resume}")
     log(f"pretraining {model.backbone} with LeJEPA on {len(dataset)} images per epoch, "  # type: ignore[arg-type]
