@@ -77,6 +77,63 @@ def test_batched_runs_are_independent(protocol):
                 assert values[r] == pytest.approx(alone.metrics[split][name][0], abs=1e-6), (split, name, r)
 
 
+def _textbook_probe(train, val, num_classes: int, protocol: str, seed: int, lr: float, batch_size: int,
+                    max_steps: int, patience: int):
+    """One run the plain way: nn.Linear, autograd cross-entropy, torch's optimiser and
+    CosineAnnealingLR, a reshuffle per epoch, early stopping on validation balanced accuracy.
+    Returns the best epoch and the validation probabilities of its weights."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    (x, y), (vx, vy) = train, val
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(x.shape[1], num_classes)  # evalkit draws the same numbers from its own generator
+    order = torch.Generator().manual_seed(seed)
+    torch.empty(num_classes * x.shape[1] + num_classes).uniform_(generator=order)  # advance past those draws
+    if protocol == "sgd_kaiko":
+        optimizer = torch.optim.SGD(layer.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
+    else:
+        optimizer = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_steps)
+    step, epoch, best, best_epoch, best_probs, waited = 0, 0, -1.0, -1, None, 0
+    while step < max_steps:
+        permutation = torch.randperm(len(x), generator=order)
+        for lo in range(0, len(x), batch_size):
+            rows = permutation[lo:lo + batch_size]
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(layer(x[rows]), y[rows]).backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            if step >= max_steps:
+                break
+        with torch.no_grad():
+            probs = layer(vx).softmax(dim=-1)
+        score = balanced_accuracy_score(vy.numpy(), probs.argmax(dim=1).numpy())
+        if score > best:
+            best, best_epoch, best_probs, waited = score, epoch, probs, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+        epoch += 1
+    return best_epoch, best_probs
+
+
+@pytest.mark.parametrize("protocol", ["sgd_kaiko", "adamw_eva"])
+def test_the_batched_probe_is_the_textbook_loop_per_run(protocol):
+    """The closed-form gradients over stacked runs change nothing against autograd and torch's own
+    optimiser, scheduler and early stopping, run by run."""
+    train, val = blobs(300, classes=3, dim=8, spread=3.0), blobs(100, classes=3, dim=8, spread=3.0, seed=1)
+    cfg = LinearProbeConfig(protocol=protocol, n_runs=2, max_steps=400, lr=0.05, batch_size=32, seed=5)
+    result = _fit(cfg, train, val)
+    assert result.settings["steps_run"] < 400, "early stopping should end this fit, or the test proves less"
+    for r in range(2):
+        best_epoch, probs = _textbook_probe(train, val, 3, protocol, 5 + r, 0.05, 32, 400,
+                                            result.settings["patience_epochs"])
+        assert result.best_epochs[r] == best_epoch
+        torch.testing.assert_close(result.probs["val"][r], probs, atol=1e-5, rtol=0)
+
+
 def test_early_stopping_restores_the_best_epoch(monkeypatch):
     """Train data whose fit, once converged, gets the validation data wrong.
 

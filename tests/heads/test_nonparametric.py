@@ -46,8 +46,8 @@ def test_knn_matches_sklearn(k):
     # A tie goes to the tied class with the larger summed similarity (sklearn: the lowest class id).
     tied_winner = np.where(votes == top, similarity, -np.inf).argmax(1)
     np.testing.assert_array_equal(ours[~unique], tied_winner[~unique])
-    # Probabilities are the vote shares, up to the tie-break's 1e-3 of a vote.
-    np.testing.assert_allclose(probs.numpy(), votes / k, atol=1e-3 / k)
+    # Probabilities are the vote shares, up to the tie-break's 1e-2 of a vote.
+    np.testing.assert_allclose(probs.numpy(), votes / k, atol=1e-2 / k)
     assert (probs.numpy()[votes == 0] == 0).all()
 
 
@@ -77,12 +77,29 @@ def test_knn_tie_break_by_similarity():
     assert probs[0, 2] == 0 and probs[0, 3] == 0
 
 
+def test_knn_tie_break_survives_float32_on_close_similarities():
+    """Uncentred features of a foundation model: cosines near 0.9 that differ in the third decimal.
+    At 5 shots of a binary task all 10 samples vote, every vote is 5:5, and the tie-break alone
+    decides; it must follow the summed similarity, as the rule computed in float64 does."""
+    g = torch.Generator().manual_seed(0)
+    shared, shift = 4.0 * torch.randn(768, generator=g), 0.15 * torch.randn(2, 768, generator=g)
+    y = torch.arange(2).repeat_interleave(5)
+    train_x = shared + shift[y] + torch.randn(10, 768, generator=g)
+    eval_y = torch.arange(2).repeat_interleave(200)
+    eval_x = shared + shift[eval_y] + torch.randn(400, 768, generator=g)
+    _, votes, similarity = _sklearn_votes(train_x, y, eval_x, 10, 2)
+    assert (votes == 5).all()
+    expected = similarity.argmax(1)
+    assert np.abs(similarity[:, 0] - similarity[:, 1]).min() < 1e-3  # close enough to have failed in float32
+    np.testing.assert_array_equal(knn(train_x, y, eval_x, 2).argmax(1).numpy(), expected)
+
+
 def test_knn_k_larger_than_train_set():
     train_x, train_y, eval_x, _ = data(n_train=6, classes=3)  # two per class
     train_y = torch.tensor([0, 0, 0, 1, 1, 2])
     probs = knn(train_x, train_y, eval_x, 4, k=20)
     expected = torch.tensor([3, 2, 1, 0]) / 6
-    torch.testing.assert_close(probs, expected.expand_as(probs), atol=1e-3 / 6, rtol=0)
+    torch.testing.assert_close(probs, expected.expand_as(probs), atol=1e-2 / 6, rtol=0)  # tie-break < 1e-2 vote
     assert (probs.argmax(1) == 0).all()
     assert torch.equal(probs, knn(train_x, train_y, eval_x, 4, k=6))
 

@@ -15,10 +15,13 @@ import torch.nn.functional as F
 
 from evalkit.errors import EvalkitError
 
-# Weight of the similarity tie-break added to the vote counts. It must stay below one vote so
-# it can only decide ties, and be large enough to survive float32: at 20 votes a float32 step
-# is 2e-6, so an addend of 1e-6 (the textbook choice) would be rounded away.
-_TIE_BREAK = 1e-3
+# What the similarity tie-break may add to one class's vote count, at most. It must stay below
+# one vote so it can only decide ties. The addend is a class's rank by summed similarity times
+# _TIE_BREAK / C, not the similarity itself: two tied classes then differ by at least
+# _TIE_BREAK / C votes, which float32 keeps (a step is 2e-6 at 20 votes), however close their
+# similarities. Adding the similarity (scaled below a vote) loses the tie-break to rounding
+# whenever the summed cosines differ by less than about 0.04, as they often do.
+_TIE_BREAK = 1e-2
 
 
 def check_head_inputs(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor,
@@ -65,9 +68,14 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, num_
     - k = min(k, N_train), so a few-shot training set smaller than k votes with all of it.
     - Ties in the vote go to the class whose tied neighbours have the larger summed cosine
       similarity (evalkit's choice; THUNDER and sklearn give ties to the lowest class id).
-      The score of class c is ``votes_c + 1e-3 * t_c`` with ``t_c = sum over its neighbours of
-      (1 + cos) / 2k``, in [0, 1], so it never outweighs a whole vote; scores are then divided
-      by their sum. A class with no neighbour among the k gets exactly 0.
+      The score of a class with votes is ``votes_c + 0.01 * rank_c / C``, where ``rank_c``
+      (0 to C-1) orders the classes by summed cosine similarity of their neighbours (float64);
+      the addend never outweighs a whole vote, and survives float32. Scores are then divided
+      by their sum, so the probabilities are the vote shares to within 1%. A class with no
+      neighbour among the k gets exactly 0.
+    - With k >= N_train (a 1-shot or 2-shot set of a binary task, say) every training
+      sample votes, the vote is tied by construction, and the summed similarity decides:
+      at 1 shot per class this is the nearest neighbour.
 
     Args:
         k: neighbours that vote (20, UNI's ``n_neighbors``).
@@ -95,8 +103,10 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, num_
         neighbour_labels = labels[idx]
         scores = torch.zeros(query.shape[0], num_classes, dtype=torch.float32, device=train.device)
         scores.scatter_add_(1, neighbour_labels, torch.ones_like(sims))
-        tie = torch.zeros_like(scores).scatter_add_(1, neighbour_labels, (1.0 + sims.clamp(-1.0, 1.0)) / (2 * k))
-        scores.add_(tie, alpha=_TIE_BREAK)
+        similarity = torch.zeros(scores.shape, dtype=torch.float64, device=train.device)
+        similarity.scatter_add_(1, neighbour_labels, 1.0 + sims.clamp(-1.0, 1.0).double())
+        rank = similarity.argsort(dim=1, stable=True).argsort(dim=1)  # 0 = least similar
+        scores += torch.where(scores > 0, rank.float() * (_TIE_BREAK / num_classes), 0.0)
         out[lo:lo + rows] = scores / scores.sum(dim=1, keepdim=True)
     return out
 
