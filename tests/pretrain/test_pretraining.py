@@ -126,3 +126,11 @@ def test_a_logger_whose_package_is_missing_is_one_line(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err.strip()
     assert err == "evalkit: error: trainer.logger wandb needs the package wandb: pip install wandb (or use " \
                   "--trainer.logger csv)"
+
+
+def test_fit_before_pretraining_says_to_pretrain(tmp_path, capsys):
+    model = Path(__file__).resolve().parents[2] / "configs" / "models" / "lejepa_resnet18_cpu.yaml"
+    assert main(["fit", "--config", str(CRC_TASK), "--config", str(model), "--model.init_args.checkpoint_path",
+                 str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--embeddings_root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("evalkit: error: weights not found:") and "run `evalkit pretrain` first" in err

@@ -139,6 +139,7 @@ class ModelSpec:
     """
 
     weight_files: ClassVar[tuple[str, ...]] = ()
+    missing_weights_hint: ClassVar[str] = "check the path in the model config"  # said when one is absent
 
     def __init__(self, name: str | None = None, preprocessing: Preprocessing | None = None) -> None:
         self._name = name
@@ -167,6 +168,8 @@ class ModelSpec:
         for attr in self.weight_files:
             path = getattr(self, attr, None)
             if path:
+                if not Path(path).exists():
+                    raise EvalkitError(f"weights not found: {path}; {self.missing_weights_hint}")
                 payload[f"sha256:{attr}"] = path_sha256(path)
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
@@ -181,8 +184,7 @@ def path_sha256(path: str | os.PathLike) -> str:
     if not p.exists():
         from evalkit.errors import EvalkitError
 
-        raise EvalkitError(f"weights not found: {p}; check the path in the model config (a LeJEPA checkpoint "
-                           "appears once `evalkit pretrain` has run)")
+        raise EvalkitError(f"weights not found: {p}; check the path in the model config")
     files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
     digest = hashlib.sha256()
     for f in files:

@@ -30,6 +30,7 @@ class LeJEPAModel(ModelSpec):
     """
 
     weight_files = ("checkpoint_path",)
+    missing_weights_hint = "run `evalkit pretrain` first (it writes <output_dir>/checkpoints/), or fix checkpoint_path"
 
     def __init__(self, checkpoint_path: str, preprocessing: Preprocessing | None = None, name: str | None = None) -> None:
         super().__init__(name, preprocessing)
