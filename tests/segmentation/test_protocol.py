@@ -93,3 +93,20 @@ def test_a_short_run_on_the_fixture_learns_and_writes_its_outputs(tmp_path: Path
     assert results["head"]["decoder"] == "mask2former" and results["head"]["seconds_per_epoch"] > 0
     assert {p.name for p in path.parent.glob("*.png")} == {"training_curve_test.png", "overlay_test_test_1.png",
                                                            "overlay_test_test_2.png"}
+
+
+def test_a_label_of_another_size_is_one_line(tmp_path: Path, capsys):
+    from scipy.io import savemat
+
+    data = tmp_path / "data"
+    build_learnable_consep(data)
+    label = sorted((data / "consep" / "Test" / "Labels").glob("*.mat"))[0]
+    savemat(label, {"type_map": torch.zeros(100, 120, dtype=torch.int32).numpy()})  # not the image's 224 x 224
+    model = tmp_path / "vit_tiny.yaml"
+    model.write_text("model:\n  class_path: evalkit.models.TimmModel\n  init_args:\n    model_name: vit_tiny_patch16_224\n")
+    code = main(["predict", "--config", str(CONFIGS / "tasks" / "consep.yaml"), "--config", str(model),
+                 "--task.dataset.init_args.allow_subset", "true", "--data_root", str(data),
+                 "--embeddings_root", str(tmp_path / "emb"), "--seg.crops_per_image", "2"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("evalkit: error: ") and "(100, 120)" in err and "differ in size" in err

@@ -54,7 +54,7 @@ class BACH(DatasetSpec):
         assignment = bach_split()
         ids, labels, paths = [], [], []
         for index, name in enumerate(CLASSES):
-            for path in sorted((photos / name).glob("*.tif")):
+            for path in sorted(p for p in (photos / name).iterdir() if p.suffix.lower() == ".tif"):
                 sample_id = f"{name}/{path.name}"
                 if sample_id not in assignment:
                     raise EvalkitError(f"{path} is not one of the 400 BACH photos; remove it or check the data")

@@ -42,8 +42,8 @@ class MHIST(DatasetSpec):
         for path in (annotations, images):
             if not path.exists():
                 raise EvalkitError(f"MHIST file missing: {path}; expected images/*.png and annotations.csv")
-        with open(annotations, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        with open(annotations, newline="", encoding="utf-8-sig") as fh:  # as released, or re-saved by a spreadsheet
+            rows = list(csv.DictReader(fh, skipinitialspace=True))
         absent = [c for c in _COLUMNS if rows and c not in rows[0]]
         if not rows or absent:
             raise EvalkitError(f"{annotations} lacks the columns {absent or list(_COLUMNS)}")

@@ -40,7 +40,7 @@ class Preprocessing:
     resize_size: int | None = None  # shorter side before the crop; None: input_size
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bicubic"
+    interpolation: str = "bilinear"  # torchvision's Resize default, which eva's ResizeAndCrop uses
 
     def __post_init__(self) -> None:
         # Checked here: a bad value would otherwise surface inside a DataLoader worker, mid-embedding.
@@ -165,6 +165,8 @@ class ModelSpec:
         payload: dict[str, Any] = {"adapter": type(self).__name__, "config": self.config()}
         if self.preprocessing_override is not None:
             payload["preprocessing"] = self.preprocessing_override.as_dict()
+        else:  # what the adapter falls back to: new defaults in evalkit must not reuse old caches
+            payload["preprocessing_defaults"] = Preprocessing().as_dict()
         for attr in self.weight_files:
             path = getattr(self, attr, None)
             if path:

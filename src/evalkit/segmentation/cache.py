@@ -85,6 +85,9 @@ def write_segmentation_cache(path: Path, spec: DatasetSpec, listing: SplitListin
     for j in range(len(listing)):  # a few dozen full images: decode once, keep in memory
         images.append(normalise(spec.read_image(listing, j)))
         masks.append(torch.from_numpy(spec.read_mask(listing, j)).to(torch.uint8))
+        if tuple(images[-1].shape[-2:]) != tuple(masks[-1].shape):
+            raise EvalkitError(f"{listing.ids[j]}: image {tuple(images[-1].shape[-2:])} and label "
+                               f"{tuple(masks[-1].shape)} differ in size; the label file belongs to another image")
     sizes = [tuple(m.shape) for m in masks]
     if kind == "pool":
         pool = sample_crop_pool(sizes, crop, crops_per_image, seed)
