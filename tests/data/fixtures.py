@@ -132,7 +132,8 @@ MHIST_ROWS = [
     ("MHIST_aag.png", "HP", "train"), ("MHIST_aah.png", "HP", "train"), ("MHIST_aai.png", "SSA", "train"),
     ("MHIST_aaj.png", "HP", "test"), ("MHIST_aak.png", "SSA", "test"),
 ]
-MHIST_HEADER = ["Image Name", "Majority Vote Label", "Partition"]
+# The release's header, in its order (Wei et al. 2021, annotations.csv).
+MHIST_HEADER = ["Image Name", "Majority Vote Label", "Number of Annotators who Selected SSA (Out of 7)", "Partition"]
 
 
 def build_mhist(data_root: Path, header: list[str] = MHIST_HEADER) -> Expected:

@@ -166,7 +166,8 @@ def test_mhist_lists_the_official_layout(layouts):
     spec = MHIST(allow_subset=True)
     assert spec.classes == ["SSA", "HP"]  # eva: SSA = 0, HP = 1
     header = (root / "mhist" / "annotations.csv").read_text().splitlines()[0]
-    assert header == ",".join(MHIST_HEADER) == "Image Name,Majority Vote Label,Partition"
+    assert header == ",".join(MHIST_HEADER) == ("Image Name,Majority Vote Label,"
+                                                "Number of Annotators who Selected SSA (Out of 7),Partition")
     train, test = spec.list_split(root, "train"), spec.list_split(root, "test")
     assert train.ids == expected["mhist"].ids("train") and test.ids == expected["mhist"].ids("test")
     assert train.labels.tolist() == [0, 1, 0, 1, 1, 1, 0] and test.labels.tolist() == [1, 0, 1, 0]
@@ -178,12 +179,16 @@ def test_mhist_lists_the_official_layout(layouts):
         spec.list_split(root, "val")
 
 
-def test_mhist_reads_the_release_csv_with_its_annotator_column(tmp_path):
-    """The released annotations.csv has a fourth column (annotators who chose SSA): it is ignored."""
-    header = ["Image Name", "Majority Vote Label", "Number of Annotators who Selected SSA (Out of 7)", "Partition"]
-    expected = build_mhist(tmp_path, header)
+def test_mhist_reads_three_columns_and_a_csv_resaved_by_a_spreadsheet(tmp_path):
+    """Only Image Name, Majority Vote Label and Partition are read; a re-saved file with a UTF-8
+    byte-order mark and a space after each comma lists the same samples."""
+    expected = build_mhist(tmp_path, ["Image Name", "Majority Vote Label", "Partition"])
     listing = MHIST(allow_subset=True).list_split(tmp_path, "train")
     assert listing.ids == expected.ids("train") and listing.labels.tolist() == expected.labels("train")
+    annotations = tmp_path / "mhist" / "annotations.csv"
+    annotations.write_text("\ufeff" + annotations.read_text().replace(",", ", "), encoding="utf-8")
+    resaved = MHIST(allow_subset=True).list_split(tmp_path, "train")
+    assert resaved.ids == listing.ids and resaved.labels.tolist() == listing.labels.tolist()
 
 
 def test_pcam_lists_the_official_files(layouts):

@@ -172,6 +172,29 @@ def test_fingerprint_depends_on_what_decides_the_weights_and_transform():
     assert TimmModel("resnet18", preprocessing=SMALL, name="other").fingerprint() == base
 
 
+def test_the_default_fingerprint_holds_the_default_transform(monkeypatch):
+    """Caches made with other evalkit defaults must not be reused: the defaults enter the key."""
+    import evalkit.models.base as base_module
+
+    spec = LeJEPAModel(checkpoint_path="runs/x/checkpoints/last.ckpt")
+    monkeypatch.setattr(LeJEPAModel, "weight_files", ())  # no file needed to compute the key
+    before = spec.fingerprint()
+    monkeypatch.setattr(base_module, "Preprocessing", lambda: Preprocessing(interpolation="bicubic"))
+    assert spec.fingerprint() != before
+
+
+def test_default_transform_is_evas_resize_and_crop():
+    """eva's ResizeAndCrop: torchvision's Resize (bilinear, antialiased) of the shorter side, centre
+    crop, [0, 1], ImageNet normalisation; exactly, on a 150 px tile that must be upsampled."""
+    from torchvision.transforms import v2
+
+    image = read_rgb(sorted((CRC_DEMO.parent / "kather16_demo").rglob("*.tif"))[0])
+    eva = v2.Compose([v2.ToImage(), v2.Resize(224), v2.CenterCrop(224), v2.ToDtype(torch.float32, scale=True),
+                      v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    assert image.size != (224, 224)
+    assert torch.equal(Preprocessing().transform()(image), eva(image))
+
+
 def _state(spec: ModelSpec) -> dict[str, torch.Tensor]:
     return spec.build().state_dict()
 
