@@ -209,3 +209,10 @@ def test_bad_inputs(head):
         head(train_x, train_y[:-1], eval_x, 5)
     with pytest.raises(EvalkitError, match="empty"):
         head(train_x[:0], train_y[:0], eval_x, 5)
+
+
+def test_knn_exact_ties_go_to_the_lowest_class_id():
+    # One neighbour of each class at the same angle from the query: votes and similarities tie.
+    train_x = torch.tensor([[1.0, 1.0], [1.0, -1.0]])
+    probs = knn(train_x, torch.tensor([1, 0]), torch.tensor([[1.0, 0.0]]), 3, k=2)
+    assert probs.argmax(1).item() == 0 and probs[0, 2] == 0

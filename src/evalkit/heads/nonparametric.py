@@ -69,8 +69,9 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, num_
     - Ties in the vote go to the class whose tied neighbours have the larger summed cosine
       similarity (evalkit's choice; THUNDER and sklearn give ties to the lowest class id).
       The score of a class with votes is ``votes_c + 0.01 * rank_c / C``, where ``rank_c``
-      (0 to C-1) orders the classes by summed cosine similarity of their neighbours (float64);
-      the addend never outweighs a whole vote, and survives float32. Scores are then divided
+      (0 to C-1) orders the classes by summed cosine similarity of their neighbours (float64;
+      exactly equal sums favour the lower class id, as sklearn does); the addend never
+      outweighs a whole vote, and survives float32. Scores are then divided
       by their sum, so the probabilities are the vote shares to within 1%. A class with no
       neighbour among the k gets exactly 0.
     - With k >= N_train (a 1-shot or 2-shot set of a binary task, say) every training
@@ -105,7 +106,8 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, num_
         scores.scatter_add_(1, neighbour_labels, torch.ones_like(sims))
         similarity = torch.zeros(scores.shape, dtype=torch.float64, device=train.device)
         similarity.scatter_add_(1, neighbour_labels, 1.0 + sims.clamp(-1.0, 1.0).double())
-        rank = similarity.argsort(dim=1, stable=True).argsort(dim=1)  # 0 = least similar
+        # C-1 for the most similar class, 0 for the least; equal sums favour the lower class id
+        rank = num_classes - 1 - (-similarity).argsort(dim=1, stable=True).argsort(dim=1)
         scores += torch.where(scores > 0, rank.float() * (_TIE_BREAK / num_classes), 0.0)
         out[lo:lo + rows] = scores / scores.sum(dim=1, keepdim=True)
     return out
