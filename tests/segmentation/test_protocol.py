@@ -110,3 +110,18 @@ def test_a_label_of_another_size_is_one_line(tmp_path: Path, capsys):
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("evalkit: error: ") and "(100, 120)" in err and "differ in size" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="refuses a GPU only where there is none")
+def test_embedding_on_an_absent_gpu_is_one_line(tmp_path: Path, capsys):
+    data = tmp_path / "data"
+    build_learnable_consep(data)
+    model = tmp_path / "vit_tiny.yaml"
+    model.write_text("model:\n  class_path: evalkit.models.TimmModel\n  init_args:\n    model_name: vit_tiny_patch16_224\n")
+    code = main(["predict", "--config", str(CONFIGS / "tasks" / "consep.yaml"), "--config", str(model),
+                 "--task.dataset.init_args.allow_subset", "true", "--data_root", str(data),
+                 "--embeddings_root", str(tmp_path / "emb"), "--embed.accelerator", "gpu"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "evalkit: error: embed.accelerator is 'cuda' but this machine has no CUDA GPU; use auto or cpu"
+    assert not list((tmp_path / "emb").rglob("*.h5"))

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from evalkit.embed.config import EmbedConfig, on_gpu
+from evalkit.embed.config import EmbedConfig, check_torch_device, on_gpu
 from evalkit.errors import EvalkitError
 from evalkit.models.base import ModelSpec
 from evalkit.results import new_run_dir, summarize, write_results
@@ -37,11 +37,8 @@ def _files(task: Task, model: ModelSpec, embeddings_root: str, seg: Segmentation
 def embed_segmentation(task: Task, model: ModelSpec, data_root: str, embeddings_root: str, embed: EmbedConfig,
                        seg: SegmentationConfig, log: Callable[[str], None] = print) -> dict[str, Path]:
     """Write the missing feature caches of every split (complete ones are reused)."""
-    import torch
-
     backbone = None
     written = {}
-    device = torch.device("cuda" if on_gpu(embed.accelerator) else "cpu")
     attrs = {"model": model.name, "model_fingerprint": model.fingerprint(), "dataset": task.name,
              "classes": json.dumps(task.dataset.classes)}
     for split, (kind, path) in _files(task, model, embeddings_root, seg, attrs["model_fingerprint"]).items():
@@ -51,6 +48,7 @@ def embed_segmentation(task: Task, model: ModelSpec, data_root: str, embeddings_
             continue
         listing = task.dataset.list_split(data_root, split)
         if backbone is None:
+            device = check_torch_device("cuda" if on_gpu(embed.accelerator) else "cpu", "embed.accelerator")
             backbone = model.build()
         what = (f"{len(listing) * seg.crops_per_image} crops of {len(listing)} images" if kind == "pool"
                 else f"the grid tiles of {len(listing)} images")
