@@ -22,7 +22,7 @@ import torch
 from evalkit.embed.config import check_torch_device
 from evalkit.env import env_int
 from evalkit.errors import EvalkitError
-from evalkit.heads.protocols import PROTOCOLS, Protocol
+from evalkit.heads.protocols import PROTOCOLS, Protocol, cosine_to_zero
 from evalkit.metrics.classification import balanced_accuracy_runs, classification_metrics
 
 
@@ -155,9 +155,7 @@ def fit_linear_probe(
     weight, bias = weight.to(device), bias.to(device)
     weight.grad, bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
     optimizer = _optimizer(protocol, [weight, bias], lr)
-    # Cosine from lr to 0 over max_steps, no warmup (CosineAnnealingLR with T_max = max_steps).
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.max_steps) / cfg.max_steps)))
+    schedule = cosine_to_zero(optimizer, cfg.max_steps)
 
     best_score = torch.full((runs,), -math.inf, dtype=torch.float64, device=device)
     best_weight, best_bias = weight.detach().clone(), bias.detach().clone()

@@ -13,7 +13,16 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from evalkit.registry import Registry
+
+
+def cosine_to_zero(optimizer: torch.optim.Optimizer, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The protocols' schedule, stepped once per optimiser step: cosine from the lr to 0 over
+    ``max_steps``, no warmup (CosineAnnealingLR with T_max = max_steps, held at 0 after)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, max_steps) / max_steps)))
 
 
 @dataclass(frozen=True)

@@ -81,11 +81,16 @@ def entries_from_csv(path: Path, metrics: list[str]) -> dict[tuple[str, str, str
     return entries
 
 
+def is_published_table(path: str | Path) -> bool:
+    """A CSV baseline is a published table; anything else is a folder or file of evalkit runs."""
+    return Path(path).suffix == ".csv"
+
+
 def load_baseline(path: str | Path, metrics: list[str]) -> dict[tuple[str, str, str, str], Entry]:
     path = Path(path)
     if not path.exists():
         raise EvalkitError(f"baseline not found: {path}")
-    if path.suffix == ".csv":
+    if is_published_table(path):
         return entries_from_csv(path, metrics)
     return entries_from_runs(load_results([path]), metrics)
 
@@ -150,7 +155,7 @@ def regress(results: list[str], baseline: str, metrics: list[str], tolerance: fl
     if not reference:
         raise EvalkitError(f"the baseline {baseline} holds none of the metrics {', '.join(metrics)}")
     not_run = 0
-    if Path(baseline).suffix == ".csv":  # a published table: compare only what was run
+    if is_published_table(baseline):  # a reference, not a contract: compare only what was run
         run = {(key[0], key[1]) for key in new}
         compared = {key: entry for key, entry in reference.items() if (key[0], key[1]) in run}
         if not compared:

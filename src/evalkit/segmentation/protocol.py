@@ -10,7 +10,6 @@ the last epoch: the test split is not used to pick a checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 
 from evalkit.embed.config import check_torch_device
 from evalkit.errors import EvalkitError
+from evalkit.heads.protocols import cosine_to_zero
 from evalkit.metrics.segmentation import confusion, segmentation_scores
 from evalkit.segmentation.cache import SegmentationCache
 from evalkit.segmentation.decoders import SEG_DECODERS, build_decoder
@@ -124,8 +124,7 @@ def fit_run(train: SegmentationCache, test: SegmentationCache, class_names: list
     seed = cfg.seed + run
     decoder = _seeded_decoder(train, num_classes, cfg, seed)
     optimizer = torch.optim.AdamW([p for p in decoder.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.max_steps) / cfg.max_steps)))
+    schedule = cosine_to_zero(optimizer, cfg.max_steps)
     generator = torch.Generator().manual_seed(seed)
     size = (cfg.crop_size, cfg.crop_size)
     n = len(train.masks)
@@ -149,14 +148,14 @@ def fit_run(train: SegmentationCache, test: SegmentationCache, class_names: list
                 break
         epoch += 1
         point: dict[str, float] = {"epoch": epoch, "step": step, "loss": sum(losses) / len(losses)}
-        if epoch % cfg.eval_every == 0 or step >= cfg.max_steps:
-            point.update({k: v for k, v in score(predict_split(decoder, test, num_classes, device), test,
-                                                 class_names).items() if k in ("dice", "miou")})
+        if epoch % cfg.eval_every == 0 or step >= cfg.max_steps:  # always true in the last epoch
+            prediction = predict_split(decoder, test, num_classes, device)
+            scores = score(prediction, test, class_names)
+            point.update({k: v for k, v in scores.items() if k in ("dice", "miou")})
             log(f"  run {run}: epoch {epoch} step {step} loss {point['loss']:.4f} test dice {point['dice']:.4f}")
         curve.append(point)
     seconds_per_epoch = (time.perf_counter() - started) / epoch
-    prediction = predict_split(decoder, test, num_classes, device)
-    return SegmentationRun(score(prediction, test, class_names), curve, prediction, seconds_per_epoch)
+    return SegmentationRun(scores, curve, prediction, seconds_per_epoch)
 
 
 def untrained_scores(train: SegmentationCache, test: SegmentationCache, class_names: list[str],
