@@ -8,14 +8,11 @@ from typing import Callable
 
 import torch
 
-from evalkit.data.base import read_rgb
+from evalkit.data.base import IMAGE_EXTENSIONS, read_rgb
 from evalkit.errors import EvalkitError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
 def find_tiles(folders: list[str]) -> list[Path]:
-    paths = sorted(p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for folder in folders for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     missing = [f for f in folders if not Path(f).is_dir()]
     if missing:
         raise EvalkitError(f"tile folder not found: {missing[0]}; fix data.tile_folders")
