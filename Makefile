@@ -61,7 +61,7 @@ PROBE_MODELS := --config configs/models/lejepa_resnet18_cpu.yaml --config config
 results-pretrain: $(STAMP)
 	rm -rf $(PRETRAIN_RUN)
 	$(BIN)/evalkit pretrain --config configs/pretrain/lejepa_resnet18_cpu.yaml
-	$(BIN)/python -m evalkit.pretrain.sweep $(PRETRAIN_RUN) --task configs/tasks/crc_demo.yaml --input_size 112
+	$(BIN)/evalkit sweep $(PRETRAIN_RUN) --task configs/tasks/crc_demo.yaml --input_size 112
 	$(BIN)/evalkit predict_fit --config configs/tasks/crc_demo.yaml $(PROBE_MODELS) --results_root $(PRETRAIN_RUN)/probe
 	$(BIN)/evalkit predict_fit --config configs/tasks/kather16_demo.yaml $(PROBE_MODELS) --results_root $(PRETRAIN_RUN)/probe
 	rm -rf $(PRETRAIN_OUT) && mkdir -p $(PRETRAIN_OUT)

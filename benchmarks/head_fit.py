@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from evalkit.heads import PROTOCOLS, LinearProbeConfig, fit_linear_probe
-from evalkit.metrics import balanced_accuracy_runs
+from evalkit.metrics import balanced_accuracy, confusion_matrices
 
 
 def synthetic(n: int, dim: int, classes: int, seed: int, noise: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,14 +59,14 @@ def plain_loop(train, val, classes: int, runs: int, max_steps: int, seed: int) -
                 if step >= max_steps:
                     break
             with torch.no_grad():
-                score = float(balanced_accuracy_runs(head(val[0]).argmax(1)[None], val[1], classes)[0])
+                score = float(balanced_accuracy(confusion_matrices(head(val[0]).argmax(1)[None], val[1], classes))[0])
             if score > best:
                 best, best_state, waited = score, {k: v.clone() for k, v in head.state_dict().items()}, 0
             else:
                 waited += 1
         head.load_state_dict(best_state)
         with torch.no_grad():
-            scores.append(float(balanced_accuracy_runs(head(val[0]).argmax(1)[None], val[1], classes)[0]))
+            scores.append(float(balanced_accuracy(confusion_matrices(head(val[0]).argmax(1)[None], val[1], classes))[0]))
     return scores
 
 

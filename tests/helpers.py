@@ -19,12 +19,14 @@ DATA = REPO / "data"
 CRC_DEMO = DATA / "crc_demo"
 CRC_TASK = CONFIGS / "tasks" / "crc_demo.yaml"
 PRECOMPUTED_TASK = CONFIGS / "tasks" / "precomputed.yaml"
+CONSEP_TASK = CONFIGS / "tasks" / "consep.yaml"
 RESNET_RANDOM = CONFIGS / "models" / "resnet50_random.yaml"
+VIT_TINY = CONFIGS / "models" / "vit_tiny_patch16_224_random.yaml"
 CRC_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 
 # Every environment variable evalkit reads; tests start from none of them set.
 EVALKIT_ENV = ("DATA_ROOT", "EMBEDDINGS_ROOT", "RESULTS_ROOT", "N_RUNS", "MAX_STEPS", "BATCH_SIZE", "NUM_WORKERS",
-               "ACCELERATOR", "DEVICES", "TRAIN_H5", "VAL_H5", "TEST_H5")
+               "ACCELERATOR", "DEVICES", "TRAIN_H5", "VAL_H5", "TEST_H5", "EVALKIT_FAULT_AFTER_BATCHES")
 
 
 def write_yaml(path: Path, content: dict[str, Any]) -> Path:
@@ -74,14 +76,49 @@ def read_h5(path: Path) -> dict[str, Any]:
         }
 
 
-def assert_same_cache(a: Path, b: Path) -> None:
-    """Two cache files hold bit-identical arrays and identical attributes."""
-    x, y = read_h5(a), read_h5(b)
-    assert x["embeddings"].dtype == y["embeddings"].dtype
-    assert np.array_equal(x["embeddings"], y["embeddings"])
-    assert np.array_equal(x["labels"], y["labels"])
-    assert x["ids"] == y["ids"]
-    assert x["attrs"] == y["attrs"]
+def h5_tree(path: Path) -> dict[str, Any]:
+    """Every dataset and group of an HDF5 file, recursively: name -> (dtype, shape, values, attrs); the
+    file's own attributes under ``"/"``."""
+    def plain(attrs: h5py.AttributeManager) -> dict[str, Any]:
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items()}
+
+    tree: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+        tree["/"] = plain(f.attrs)
+
+        def visit(name: str, obj: h5py.HLObject) -> None:
+            if isinstance(obj, h5py.Dataset):
+                values = obj[()]
+                if h5py.check_string_dtype(obj.dtype) is not None:
+                    values = [v.decode() if isinstance(v, bytes) else v for v in np.ravel(values)]
+                tree[name] = (str(obj.dtype), obj.shape, values, plain(obj.attrs))
+            else:
+                tree[name] = ("group", None, None, plain(obj.attrs))
+
+        f.visititems(visit)
+    return tree
+
+
+def assert_same_cache(a: Path, b: Path, ignore_attrs: tuple[str, ...] = ()) -> None:
+    """Two cache files hold the same datasets (every one, recursively: ``embeddings``, ``features/<i>``,
+    ``full_masks/<j>``, ...) with bit-identical values, dtypes and shapes, and identical attributes
+    (the file's and every dataset's), ``ignore_attrs`` of the file aside."""
+    x, y = h5_tree(a), h5_tree(b)
+    assert sorted(x) == sorted(y), f"{a} and {b} hold different datasets"
+    assert len(x) > 1, f"{a} holds no datasets"
+    for name in x:
+        if name == "/":
+            continue
+        (dtype_x, shape_x, values_x, attrs_x), (dtype_y, shape_y, values_y, attrs_y) = x[name], y[name]
+        assert (dtype_x, shape_x) == (dtype_y, shape_y), f"{name}: {dtype_x}{shape_x} != {dtype_y}{shape_y}"
+        if isinstance(values_x, list):
+            assert values_x == values_y, name
+        elif values_x is not None:
+            assert np.array_equal(values_x, values_y), f"{name} differs between {a} and {b}"
+        assert attrs_x == attrs_y, name
+    file_x = {k: v for k, v in x["/"].items() if k not in ignore_attrs}
+    file_y = {k: v for k, v in y["/"].items() if k not in ignore_attrs}
+    assert file_x == file_y
 
 
 def write_foreign_h5(path: Path) -> Path:
@@ -93,12 +130,27 @@ def write_foreign_h5(path: Path) -> Path:
     return path
 
 
+def write_schema1_h5(path: Path, n: int = 6, dim: int = 8) -> Path:
+    """A pooled-embedding cache as evalkit wrote it before schema versions (schema 1): the same datasets,
+    a ``model_fingerprint`` attribute, no ``schema_version`` and no ``kind``."""
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("embeddings", data=rng.standard_normal((n, dim)).astype(np.float32))
+        f.create_dataset("labels", data=np.arange(n) % 2)
+        f.create_dataset("ids", data=np.array([f"img-{i}.png" for i in range(n)], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        f.attrs.update({"model": "old", "model_fingerprint": "0" * 64, "dataset": "old", "split": "train",
+                        "transform": "{}", "complete": True, "evalkit_version": "0.1.0"})
+    return path
+
+
 def load_task(path: Path = CRC_TASK, *overrides: str):
     """A :class:`evalkit.task.Task` from a task config, through the real parser."""
-    from evalkit.cli import build_parser
+    from evalkit.cli import build_parser, chosen_evaluation
 
-    parser = build_parser("fit")
-    cfg = parser.parse_args(["--config", str(path), *overrides])
+    argv = ["--config", str(path), *overrides]
+    parser = build_parser("fit", chosen_evaluation(argv))
+    cfg = parser.parse_args(argv)
     return parser.instantiate_classes(cfg).task
 
 

@@ -8,10 +8,15 @@ import pytest
 import yaml
 
 from evalkit import __version__
-from evalkit.cli import build_parser, main
+from evalkit.cli import build_parser, chosen_evaluation, main
+from evalkit.errors import EvalkitError
+from evalkit.evaluations import EVALUATIONS
+from evalkit.evaluations.knn import KnnProbe
+from evalkit.evaluations.linear_probe import LinearProbe
+from evalkit.evaluations.segmentation import Segmentation
 from evalkit.models import MODELS, ModelSpec
 from evalkit.task import Task
-from helpers import CONFIGS, CRC_TASK, PRECOMPUTED_TASK, RESNET_RANDOM, write_yaml
+from helpers import CONFIGS, CONSEP_TASK, CRC_TASK, PRECOMPUTED_TASK, RESNET_RANDOM, write_yaml
 
 ALL_CONFIGS = sorted(p for p in CONFIGS.rglob("*") if p.suffix in (".yaml", ".yml"))
 
@@ -41,10 +46,13 @@ def test_every_config_parses_and_instantiates(config: Path):
         # A task file alone is a complete `fit` config; with a model file, a `predict` one.
         for command, argv in (("fit", ["--config", str(config)]),
                               ("predict", ["--config", str(config), "--config", str(RESNET_RANDOM)])):
-            parser = build_parser(command)
+            evaluation = chosen_evaluation(argv)
+            parser = build_parser(command, evaluation)
             objects = parser.instantiate_classes(parser.parse_args(argv))
             assert isinstance(objects.task, Task) and objects.task.name
             assert objects.task.train_split and objects.task.val_split
+            assert objects.task.evaluations[0] == evaluation.name  # the task's default evaluation runs
+            assert set(objects.task.evaluations) <= set(EVALUATIONS.names())
     elif _kind(config) == "pretrain":
         parser = build_parser("pretrain")
         objects = parser.instantiate_classes(parser.parse_args(["--config", str(config)]))
@@ -61,6 +69,95 @@ def test_every_config_parses_and_instantiates(config: Path):
         assert type(objects.model) in dict(MODELS.items()).values()
         assert objects.model.name
         assert objects.task.name == "crc_demo"
+
+
+def _groups(command: str, argv: list[str]) -> set[str]:
+    """The option groups (``head``, ``seg``, ...) of the parser that a run of ``argv`` uses."""
+    parser = build_parser(command, chosen_evaluation(argv))
+    return {key.split(".")[0] for key in parser.get_defaults().keys() if "." in key} - {"task"}
+
+
+EVALUATION_GROUPS = {"head", "fewshot", "seg", "knn"}
+
+
+def test_a_segmentation_task_gets_seg_options_and_no_head_options():
+    argv = ["--config", str(CONSEP_TASK)]
+    assert chosen_evaluation(argv) is Segmentation
+    assert _groups("fit", argv) & EVALUATION_GROUPS == {"seg"}
+    assert _groups("predict_fit", argv) & EVALUATION_GROUPS == {"seg"}
+    assert _groups("predict", argv) & EVALUATION_GROUPS == {"seg"}  # the crop pool and grid decide what is embedded
+    cfg = build_parser("fit", Segmentation).parse_args(argv + ["--seg.crops_per_image", "3"])
+    assert cfg.seg.crops_per_image == 3 and "head" not in cfg
+
+
+def test_a_classification_task_gets_head_and_fewshot_options_and_no_seg_options():
+    argv = ["--config", str(CRC_TASK)]
+    assert chosen_evaluation(argv) is LinearProbe
+    assert _groups("fit", argv) & EVALUATION_GROUPS == {"head", "fewshot"}
+    assert _groups("predict", argv) & EVALUATION_GROUPS == set()  # pooled rows need no probe settings
+    assert {"embed", "stats"} <= _groups("predict_fit", argv)
+
+
+def test_evaluation_knn_on_crc_demo_gets_knn_options_only():
+    argv = ["--config", str(CRC_TASK), "--evaluation", "knn"]
+    assert chosen_evaluation(argv) is KnnProbe
+    assert chosen_evaluation(["--config", str(CRC_TASK), "--evaluation=knn"]) is KnnProbe
+    assert _groups("fit", argv) & EVALUATION_GROUPS == {"knn"}
+    cfg = build_parser("fit", KnnProbe).parse_args(argv + ["--knn.k", "5"])
+    assert cfg.knn.k == 5 and cfg.evaluation == "knn"
+
+
+def test_a_task_config_can_narrow_and_reorder_its_evaluations(tmp_path):
+    knn_first = write_yaml(tmp_path / "task.yaml", {"task": {"evaluations": ["knn"]}})
+    argv = ["--config", str(CRC_TASK), "--config", str(knn_first)]
+    assert chosen_evaluation(argv) is KnnProbe
+    with pytest.raises(EvalkitError, match="--evaluation linear_probe: this task runs knn"):
+        chosen_evaluation(argv + ["--evaluation", "linear_probe"])
+
+
+def test_an_evaluation_the_task_does_not_run_is_one_line(capsys, tmp_path):
+    with pytest.raises(EvalkitError, match="--evaluation segmentation: this task runs linear_probe, knn"):
+        chosen_evaluation(["--config", str(CRC_TASK), "--evaluation", "segmentation"])
+    assert main(["fit", "--config", str(CRC_TASK), "--evaluation", "segmentation",
+                 "--results_root", str(tmp_path / "res")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("evalkit: error: --evaluation segmentation")
+    assert main(["fit", "--config", str(CRC_TASK), "--evaluation", "no_such_thing"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_such_thing" in err
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("argv,owner", [
+    (["fit", "--config", str(CRC_TASK), "--seg.n_runs", "1"], "segmentation"),
+    (["fit", "--config", str(CONSEP_TASK), "--head.n_runs", "1"], "linear_probe"),
+    (["fit", "--config", str(CONSEP_TASK), "--knn.k", "3"], "knn"),
+])
+def test_an_option_group_of_another_evaluation_names_its_owner(capsys, argv, owner):
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    group = argv[3].split(".")[0]
+    assert err.splitlines() == [f"evalkit: error: {group}.* belongs to the evaluation {owner}, not to this run's; "
+                                f"pick it with --evaluation {owner} (if the task allows it)"]
+
+
+def test_fit_help_of_a_segmentation_task_documents_seg_options(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(CONSEP_TASK), "--help"])
+    assert info.value.code in (0, None)
+    out = capsys.readouterr().out
+    for option in ("--seg.crops_per_image", "--seg.decoder", "--seg.n_runs", "--seg.test_stride", "--evaluation"):
+        assert option in out
+    assert "--head." not in out and "--fewshot." not in out and "--knn." not in out
+
+
+def test_evaluations_list_lists_the_three(capsys):
+    assert main(["evaluations", "list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    listed = {line.split()[0]: line for line in lines}
+    assert set(listed) == set(EVALUATIONS.names()) >= {"linear_probe", "knn", "segmentation"}
+    assert "--head.*" in listed["linear_probe"] and "--fewshot.*" in listed["linear_probe"]
+    assert "--seg.*" in listed["segmentation"] and "--knn.*" in listed["knn"]
 
 
 def test_print_config_shows_overrides(capsys):

@@ -7,6 +7,7 @@ module; the tests then read their outcomes.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,9 @@ import pytest
 import torch
 import torchvision
 
-from helpers import CRC_TASK, DATA, PRECOMPUTED_TASK, REPO, RESNET_RANDOM, cli_env, copy_crc_demo, evalkit_cmd, \
-    model_yaml, write_foreign_h5
+from evalkit.metrics.spec import METRICS
+from helpers import CRC_TASK, DATA, PRECOMPUTED_TASK, REPO, RESNET_RANDOM, cli_env, copy_crc_demo, \
+    evalkit_cmd, model_yaml, write_foreign_h5, write_schema1_h5
 
 
 @dataclass
@@ -31,6 +33,21 @@ class Outcome:
 def _fast_model(*extra: str) -> list[str]:
     return ["--config", str(RESNET_RANDOM), "--model.init_args.model_name", "resnet18",
             "--model.init_args.preprocessing.input_size", "32", *extra]
+
+
+def _schema2_run(run_dir: Path) -> Path:
+    """A minimal schema-2 run record of the linear probe, as `evalkit fit` writes it."""
+    run_dir.mkdir(parents=True)
+    names = ("balanced_accuracy", "accuracy", "f1_macro", "auroc_macro")
+    record = {"schema_version": 2, "task": "crc_demo", "evaluation": "linear_probe", "protocol": "sgd_kaiko",
+              "model": "m", "model_fingerprint": "f" * 64, "n_runs": 2, "num_classes": 9,
+              "primary_metric": "balanced_accuracy",
+              "metrics": {"val": {name: {"mean": 0.5, "std": 0.0, "runs": [0.5, 0.5]} for name in names}},
+              "metric_info": {name: METRICS.get(name).as_dict() for name in names}, "representation": {},
+              "settings": {}, "curves": {}, "per_class": {}, "statistics": {}, "timing": {},
+              "provenance": {"fingerprint_source": "weights", "cache_keys": [], "cache_files": {}}}
+    (run_dir / "results.json").write_text(json.dumps(record))
+    return run_dir
 
 
 def _cases(base: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
@@ -102,9 +119,16 @@ def _cases(base: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
     cases["report_of_a_binary_file"] = (
         ["report", str(REPO / "results" / "baselines" / "crc_demo" / "predictions.h5")], {},
         "predictions.h5 is not an evalkit results.json")
+    run = _schema2_run(base / "report_of_a_metric_not_reported" / "runs" / "crc_demo" / "m" / "run-1")
     cases["report_of_a_metric_not_reported"] = (
-        ["report", str(REPO / "results" / "baselines" / "crc_demo"), "--metric", "balanced_acc", "--plots", "false"],
+        ["report", str(run), "--metric", "balanced_acc", "--plots", "false"],
         {}, "one they report: accuracy, auroc_macro, balanced_accuracy, f1_macro")
+
+    (base / "schema1_h5").mkdir()
+    old = write_schema1_h5(base / "schema1_h5" / "train.h5")
+    cases["schema1_h5_as_train_h5"] = (
+        ["fit", "--config", str(PRECOMPUTED_TASK)], {"TRAIN_H5": str(old), "VAL_H5": str(old)}, "schema 1")
+
     if not torch.cuda.is_available():
         cases["absent_gpu_for_embedding"] = (
             ["predict", "--config", str(CRC_TASK), *_fast_model("--embed.accelerator", "gpu"), "--data_root",
@@ -116,7 +140,8 @@ MAX_PARALLEL = 4  # enough to overlap the imports, few enough for a small CI mac
 CASE_NAMES = ["missing_data_folder", "truncated_png", "garbage_tif", "unknown_timm_model",
               "unknown_adapter_class_path", "foreign_h5_as_train_h5", "checkpoint_wrong_keys", "pretrained_offline",
               "misspelt_model_option", "unknown_interpolation", "model_kwargs_the_net_refuses",
-              "absent_gpu_for_the_probe", "report_of_a_binary_file", "report_of_a_metric_not_reported"]
+              "absent_gpu_for_the_probe", "report_of_a_binary_file", "report_of_a_metric_not_reported",
+              "schema1_h5_as_train_h5"]
 CASE_NAMES += [] if torch.cuda.is_available() else ["absent_gpu_for_embedding"]
 
 
@@ -162,3 +187,10 @@ def test_bad_input_is_one_clear_line(outcomes, name):
     # Nothing that claims to be a finished cache was written.
     assert not list((outcome.root / "emb").rglob("*.h5")), "a failed run left a cache file"
 
+
+
+def test_an_old_schema_cache_says_how_to_regenerate_it(outcomes):
+    """A schema-1 file (evalkit before schema versions) is refused, never read as if it were current."""
+    [error] = [line for line in outcomes["schema1_h5_as_train_h5"].stderr.splitlines() if "evalkit: error:" in line]
+    assert "schema 1" in error and "evalkit predict" in error and "train.h5" in error
+    assert not list((outcomes["schema1_h5_as_train_h5"].root / "res").rglob("results.json"))

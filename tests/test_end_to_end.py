@@ -9,13 +9,15 @@ import shutil
 import statistics
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 import yaml
 
 from evalkit import __version__
 from evalkit.cli import main
-from evalkit.metrics import METRICS
+from evalkit.evaluations.linear_probe import LinearProbe
+from evalkit.metrics.spec import METRICS
 from helpers import CONFIGS, CRC_TASK, DATA, RESNET_RANDOM, model_yaml, run_cli
 
 EMBEDDING_LINE = re.compile(r"embedding \d+ images")
@@ -48,12 +50,17 @@ def test_predict_fit_writes_results(first_run):
     assert path.parent.parent == root / "res" / "crc_demo" / "resnet18-random"
     results = json.loads(path.read_text())
 
+    assert results["schema_version"] == 2
     assert results["task"] == "crc_demo"
+    assert results["evaluation"] == "linear_probe"  # the task's default
     assert results["model"] == "resnet18-random"
     assert results["protocol"] == "sgd_kaiko"
     assert results["n_runs"] == 2
+    assert results["num_classes"] == 9
+    assert results["primary_metric"] == "balanced_accuracy"
     assert set(results["metrics"]) == {"val"}
-    for name in METRICS:
+    assert set(results["metrics"]["val"]) == set(LinearProbe.metrics)
+    for name in LinearProbe.metrics:
         summary = results["metrics"]["val"][name]
         assert len(summary["runs"]) == 2
         assert all(0.0 <= v <= 1.0 for v in summary["runs"])
@@ -73,20 +80,43 @@ def test_predict_fit_writes_results(first_run):
     assert torch.allclose(preds.probs.sum(-1), torch.ones(2, 16), atol=1e-5)
     assert results["timing"]["embed_s"] > 0 and results["timing"]["fit_s"] > 0
 
+    # Every reported metric's metadata, from the registry: direction, bounds and the function that computed it.
+    info = results["metric_info"]
+    assert set(info) == set(LinearProbe.metrics) | set(results["representation"]["val"])
+    for name, spec in info.items():
+        assert spec == METRICS.get(name).as_dict()
+    assert info["balanced_accuracy"]["higher_is_better"] is True and info["odcorr"]["higher_is_better"] is False
+
+    # The resolved settings of the fit, and what was asked for (the LinearProbeConfig).
+    settings = results["settings"]
+    assert settings["requested"]["n_runs"] == 2 and settings["requested"]["max_steps"] == 300
+    assert settings["requested"]["protocol"] == "sgd_kaiko"
+    assert settings["max_steps"] == 300 and settings["seeds"] == [0, 1]
+    assert len(settings["best_epochs"]) == 2 and len(settings["stopped_epochs"]) == 2
+    assert results["curves"] == {}  # no label-efficiency curves unless --fewshot.enabled
+    assert not {"head", "label_efficiency"} & set(results)
+
     provenance = results["provenance"]
-    assert {"config", "evalkit_version", "cache_keys", "packages", "git_commit"} <= set(provenance)
+    assert {"evalkit_version", "cache_keys", "cache_files", "packages", "git_commit", "fingerprint_source",
+            "created"} <= set(provenance)
+    assert not {"config", "head_config", "model_fingerprint"} & set(provenance)
+    assert provenance["fingerprint_source"] == "weights"
     assert provenance["evalkit_version"] == __version__
     assert "torch" in provenance["packages"]
     caches = sorted((root / "emb" / "crc_demo" / "resnet18-random").glob("*.h5"))
-    assert [c.name.split("-")[0] for c in caches] == ["train", "val"]
+    assert [c.name.split("-")[:2] for c in caches] == [["train", "rows"], ["val", "rows"]]
     for cache in caches:  # the results name the exact cache files they came from
         assert cache.stem.split("-", 1)[1] in json.dumps(provenance["cache_keys"])
+        assert str(cache) in provenance["cache_files"].values()
+        with h5py.File(cache, "r") as f:
+            assert f.attrs["model_fingerprint"] == results["model_fingerprint"]
+    assert len(results["model_fingerprint"]) == 64
 
-    config = yaml.safe_load((path.parent / "config.yaml").read_text())
+    config = yaml.safe_load((path.parent / "config.yaml").read_text())  # the resolved config, beside results.json
     assert config["model"]["init_args"]["model_name"] == "resnet18"
     assert config["head"]["n_runs"] == 2 and config["head"]["max_steps"] == 300
     assert config["task"]["name"] == "crc_demo"
-    assert provenance["config"] == config
+    assert "seg" not in config and "knn" not in config
 
 
 def test_second_run_reuses_the_cache(first_run):
@@ -131,6 +161,7 @@ def test_report_writes_markdown_and_csv(first_run, tmp_path, capsys):
     shutil.copytree(source.parent, runs / "crc_demo" / "resnet18-random" / source.parent.name)
     other = json.loads(source.read_text())
     other["model"] = "other-model"
+    other["model_fingerprint"] = "0" * 64  # another model: runs are told apart by fingerprint, not by name
     other["metrics"]["val"]["balanced_accuracy"] = {"mean": 0.5, "std": 0.25, "runs": [0.25, 0.75]}
     (runs / "crc_demo" / "other-model" / "run-1").mkdir(parents=True)
     (runs / "crc_demo" / "other-model" / "run-1" / "results.json").write_text(json.dumps(other))
@@ -182,5 +213,5 @@ def test_make_demo(tmp_path):
     for path in _results(tmp_path / "res"):
         results = json.loads(path.read_text())
         assert results["n_runs"] == 5 and len(results["metrics"]["val"]["balanced_accuracy"]["runs"]) == 5
-        assert results["head"]["max_steps"] == 12_500
-        assert set(results["label_efficiency"]["heads"]) == {"linear", "knn", "simpleshot", "logreg"}
+        assert results["settings"]["requested"]["max_steps"] == 12_500
+        assert set(results["curves"]["label_efficiency"]["heads"]) == {"linear", "knn", "simpleshot", "logreg"}

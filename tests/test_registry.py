@@ -2,16 +2,14 @@ from __future__ import annotations
 
 import pytest
 
+import evalkit.data
+import evalkit.models
 from evalkit.cli import main
-from evalkit.data import DATASETS
+from evalkit.data import DATASETS, DatasetSpec
 from evalkit.errors import EvalkitError
 from evalkit.heads import PROTOCOLS
-from evalkit.models import (MODELS, HuggingFaceModel, LeJEPAModel, LocalCheckpointModel, TimmModel, TorchvisionModel,
-                            create_model)
+from evalkit.models import MODELS, ModelSpec, TimmModel, create_model
 from evalkit.registry import Registry
-
-ADAPTERS = {"timm": TimmModel, "torchvision": TorchvisionModel, "huggingface": HuggingFaceModel,
-            "checkpoint": LocalCheckpointModel, "lejepa": LeJEPAModel}
 
 
 def test_register_and_get():
@@ -52,10 +50,13 @@ def test_empty_registry_unknown_name():
         Registry("widget").get("x")
 
 
-def test_model_registry_holds_every_adapter_family():
-    assert set(MODELS.names()) == set(ADAPTERS)
-    for name, cls in ADAPTERS.items():
-        assert MODELS.get(name) is cls
+@pytest.mark.parametrize(("registry", "package", "base"), [(MODELS, evalkit.models, ModelSpec),
+                                                           (DATASETS, evalkit.data, DatasetSpec)])
+def test_every_registered_class_is_exported_under_its_own_name(registry, package, base):
+    """Configs and `evalkit models list` name them ``evalkit.models.<Class>`` / ``evalkit.data.<Class>``."""
+    for name, cls in registry.items():
+        assert issubclass(cls, base), name
+        assert getattr(package, cls.__name__, None) is cls, f"export {cls.__name__} from {package.__name__}"
 
 
 def test_unknown_model_adapter_lists_the_known_ones():
@@ -63,7 +64,7 @@ def test_unknown_model_adapter_lists_the_known_ones():
         create_model("no_such_family", model_name="resnet18")
     message = str(info.value)
     assert "no_such_family" in message
-    for name in ADAPTERS:
+    for name in MODELS.names():
         assert name in message
 
 
@@ -72,8 +73,7 @@ def test_create_model_is_the_front_door():
     assert isinstance(spec, TimmModel) and spec.model_name == "resnet18" and spec.seed == 3
 
 
-def test_other_registries_know_their_entries():
-    assert {"image_folder", "image_csv", "precomputed"} <= set(DATASETS.names())
+def test_protocol_registry_knows_its_entries():
     assert {"sgd_kaiko", "adamw_eva"} <= set(PROTOCOLS.names())
     with pytest.raises(EvalkitError, match="sgd_kaiko"):
         PROTOCOLS.get("sgd")
@@ -83,6 +83,6 @@ def test_models_list_prints_every_adapter(capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     listed = {line.split()[0] for line in out.splitlines() if line.strip()}
-    assert listed == set(ADAPTERS)
-    for cls in ADAPTERS.values():
+    assert listed == set(MODELS.names())
+    for _, cls in MODELS.items():
         assert cls.__name__ in out

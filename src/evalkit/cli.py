@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import os
 import re
 import sys
@@ -22,38 +21,45 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from evalkit import __version__
-from evalkit.embed.config import EmbedConfig, is_global_zero
+from evalkit.data import DATASETS
+from evalkit.embed.config import EmbedConfig
 from evalkit.env import env_str
 from evalkit.errors import EvalkitError, one_line
-from evalkit.heads.label_efficiency import LabelEfficiencyConfig
-from evalkit.heads.linear import LinearProbeConfig
-from evalkit.segmentation.protocol import SegmentationConfig
-from evalkit.stats.config import StatsConfig
-from evalkit.data import DATASETS
+from evalkit.evaluations import EVALUATIONS, Evaluation
 from evalkit.models import MODELS, ModelSpec
+from evalkit.runtime import is_global_zero
+from evalkit.stats.config import StatsConfig
 from evalkit.task import Task
 
 COMMANDS = {
     "predict": "Embed a task's images with a model into the HDF5 cache.",
-    "fit": "Fit the linear-probe protocol on cached embeddings and write results.json.",
+    "fit": "Run the task's evaluation on cached features and write the run record (results.json).",
     "predict_fit": "predict, then fit; with several model configs, compare them in one table.",
     "report": "Tables (Markdown, CSV, HTML) and plots of models x tasks from results.json files.",
     "regress": "Compare results with a baseline (earlier run or published CSV); exit 1 on any regression.",
     "pretrain": "LeJEPA self-supervised pretraining on tiles and whole-slide images (`--config configs/pretrain/*.yaml`).",
+    "sweep": "Evaluate every kept checkpoint of a pretraining run with predict_fit: one table of loss, RankMe, ODCorr "
+             "and probe accuracy.",
     "models": "List the model adapters (`evalkit models list`).",
+    "evaluations": "List the evaluations and their option groups (`evalkit evaluations list`).",
     "data": "Check a task's dataset against the official layout and counts (`evalkit data check`).",
 }
 
 
-def build_parser(command: str) -> ArgumentParser:
-    """The parser of one command; its ``--help`` documents every option."""
+def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> ArgumentParser:
+    """The parser of one command; its ``--help`` documents every option.
+
+    ``predict``, ``fit`` and ``predict_fit`` carry the option groups of ``evaluation`` only (the task's
+    default evaluation unless ``--evaluation`` picks another, see :func:`chosen_evaluation`).
+    """
     parser = ArgumentParser(prog=f"evalkit {command}", description=COMMANDS[command], exit_on_error=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML config file; repeat to merge several in order")
     parser.add_argument("--debug", action="store_true", help="print full tracebacks on errors")
     if command == "report":
         parser.add_argument("results", nargs="+", type=str, help="results folders or results.json files")
         parser.add_argument("--output_dir", type=str | None, default=None, help="where report.md/.csv go (default: the first results folder)")
-        parser.add_argument("--metric", type=str, default="balanced_accuracy", help="metric shown in the table")
+        parser.add_argument("--metric", type=str | None, default=None,
+                            help="metric shown in the table (default: the runs' primary metric)")
         parser.add_argument("--plots", type=bool, default=True, help="also write the PNG plots")
         parser.add_argument("--html", action="store_true",
                             help="also write report.html: one self-contained page with tables, plots and provenance")
@@ -67,9 +73,11 @@ def build_parser(command: str) -> ArgumentParser:
         parser.add_argument("--tolerance", type=float, default=0.01, help="allowed drop in absolute points")
         parser.add_argument("--std_multiple", type=float, default=2.0, help="allowed drop in baseline stds")
         parser.add_argument("--allow_missing", type=bool, default=False, help="a baseline entry without a result passes")
+        parser.add_argument("--allow_other_model", type=bool, default=False,
+                            help="compare with a baseline run of another model (other fingerprint) anyway")
         parser.add_class_arguments(StatsConfig, "stats", help="the paired test between two evalkit runs")
         return parser
-    if command == "models":
+    if command in ("models", "evaluations"):
         parser.add_argument("action", choices=["list"], help="what to do")
         return parser
     if command == "pretrain":
@@ -83,6 +91,11 @@ def build_parser(command: str) -> ArgumentParser:
                                (TrainerConfig, "trainer", "Lightning Trainer, checkpoints, logging")):
             parser.add_class_arguments(cls, key, help=text)
         return parser
+    if command == "sweep":
+        from evalkit.pretrain.sweep import add_arguments
+
+        add_arguments(parser)
+        return parser
     if command == "data":
         parser.add_argument("action", choices=["check"], help="what to do")
         parser.add_argument("--data_root", type=str, default=env_str("DATA_ROOT"), help="where datasets live (DATA_ROOT)")
@@ -95,16 +108,127 @@ def build_parser(command: str) -> ArgumentParser:
     parser.add_class_arguments(Task, "task", help="the task: dataset and splits (configs/tasks/*.yaml)")
     parser.add_subclass_arguments(ModelSpec, "model", required=command != "fit",
                                   help="the model adapter (configs/models/*.yaml); `evalkit models list` shows them")
+    parser.add_argument("--evaluation", type=str | None, default=None,
+                        help="which of the task's evaluations runs (default: the first of task.evaluations); "
+                             "`evalkit evaluations list` shows them")
+    evaluation = evaluation or EVALUATIONS.get("linear_probe")
+    groups = evaluation.options if command != "predict" else {g: evaluation.options[g] for g in evaluation.predict_options}
+    for group, (cls, text) in groups.items():
+        parser.add_class_arguments(cls, group, help=f"{evaluation.name}: {text}")
     if command in ("predict", "predict_fit"):
         parser.add_class_arguments(EmbedConfig, "embed", help="how the embedding stage runs")
-    parser.add_class_arguments(SegmentationConfig, "seg", help="segmentation tasks (CoNSeP): crops and decoder")
     if command in ("fit", "predict_fit"):
         parser.add_argument("--results_root", type=str, default=env_str("RESULTS_ROOT"),
                             help="where results.json files go (RESULTS_ROOT)")
-        parser.add_class_arguments(LinearProbeConfig, "head", help="the linear-probe protocol")
-        parser.add_class_arguments(LabelEfficiencyConfig, "fewshot", help="label-efficiency curves (off by default)")
         parser.add_class_arguments(StatsConfig, "stats", help="confidence intervals and significance tests")
     return parser
+
+
+def _config_values(argv: list[str]) -> dict[str, Any]:
+    """What the config files and flags of ``argv`` say about the choice of evaluation, later ones winning:
+    ``evaluation``, ``task.evaluations`` and the dataset's ``class_path``."""
+    found: dict[str, Any] = {}
+    for i, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        if not value and i + 1 < len(argv):
+            value = argv[i + 1]
+        if name == "--config" and Path(value).is_file():
+            try:
+                content = yaml.safe_load(Path(value).read_text())
+            except (yaml.YAMLError, UnicodeDecodeError):
+                continue
+            if not isinstance(content, dict):
+                continue
+            task = content.get("task") if isinstance(content.get("task"), dict) else {}
+            dataset = task.get("dataset")
+            for key, item in (("evaluation", content.get("evaluation")), ("task.evaluations", task.get("evaluations")),
+                              ("task.dataset", dataset.get("class_path") if isinstance(dataset, dict) else dataset)):
+                if item is not None:
+                    found[key] = item
+        elif name in ("--evaluation", "--task.evaluations", "--task.dataset", "--task.dataset.class_path"):
+            found[name[2:].removesuffix(".class_path")] = yaml.safe_load(value) if name == "--task.evaluations" else value
+    return found
+
+
+def chosen_evaluation(argv: list[str]) -> type[Evaluation]:
+    """The evaluation a run of ``argv`` uses: ``--evaluation`` if given (one of the task's), else the first of
+    the task's ``evaluations``, else the first its dataset supports; linear_probe when none can be told."""
+    found = _config_values(argv)
+    names = found.get("task.evaluations")
+    if not names and isinstance(found.get("task.dataset"), str):
+        dataset = _dataset_class(found["task.dataset"])
+        names = list(getattr(dataset, "evaluations", ())) if dataset is not None else None
+    names = [names] if isinstance(names, str) else list(names or ["linear_probe"])
+    chosen = found.get("evaluation") or names[0]
+    if chosen not in names:
+        raise EvalkitError(f"--evaluation {chosen}: this task runs {', '.join(names)}; pick one of them")
+    return EVALUATIONS.get(chosen)
+
+
+_REGISTRY_KEYS = {"model": MODELS, "task.dataset": DATASETS}  # where a registry name may stand for a class_path
+
+
+def _dotted(registry: Any, name: Any) -> Any:
+    """``name``'s dotted class path when it is a registry name (``timm``), else ``name`` unchanged."""
+    if isinstance(name, str) and name in registry:
+        cls = registry.get(name)
+        return f"{cls.__module__}.{cls.__name__}"
+    return name
+
+
+def with_class_paths(argv: list[str]) -> list[str]:
+    """``argv`` with registry names (``class_path: timm``, ``--task.dataset image_folder``) replaced by their
+    dotted class paths: the registries are the front door for configs and the command line alike, and
+    jsonargparse then sees only class paths. A config file that names one is passed on as its YAML text."""
+    out = list(argv)
+    for i, arg in enumerate(argv):
+        name, sep, value = arg.partition("=")
+        position, value = (i, value) if sep else (i + 1, argv[i + 1] if i + 1 < len(argv) else None)
+        if value is None:
+            continue
+        for key, registry in _REGISTRY_KEYS.items():
+            if name in (f"--{key}", f"--{key}.class_path"):
+                out[position] = (f"{name}=" if sep else "") + str(_dotted(registry, value))
+        if name == "--config" and Path(value).is_file():
+            try:
+                content = yaml.safe_load(Path(value).read_text())
+            except (yaml.YAMLError, UnicodeDecodeError):
+                continue
+            if isinstance(content, dict) and _rename_in_config(content):
+                out[position] = (f"{name}=" if sep else "") + yaml.safe_dump(content, sort_keys=False)
+    return out
+
+
+def _rename_in_config(content: dict[str, Any]) -> bool:
+    """Replace registry names by class paths in a loaded config; True if any was replaced."""
+    changed = False
+    for key, registry in _REGISTRY_KEYS.items():
+        parent, node = content, None
+        *path, last = key.split(".")
+        for part in path:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        node = parent.get(last) if isinstance(parent, dict) else None
+        if isinstance(node, str) and node in registry:
+            parent[last] = {"class_path": _dotted(registry, node)}
+            changed = True
+        elif isinstance(node, dict) and node.get("class_path") in registry:
+            node["class_path"] = _dotted(registry, node["class_path"])
+            changed = True
+    return changed
+
+
+def _dataset_class(class_path: str) -> type | None:
+    """The dataset class a config names by dotted path, class name or registry name."""
+    if class_path in DATASETS:
+        return DATASETS.get(class_path)
+    module, _, name = class_path.rpartition(".")
+    for _, cls in DATASETS.items():
+        if cls.__name__ == name or cls.__name__ == class_path:
+            return cls
+    try:
+        return getattr(importlib.import_module(module), name) if module else None
+    except (ImportError, AttributeError):
+        return None
 
 
 def _resolved_config(parser: ArgumentParser, cfg: Namespace) -> dict[str, Any]:
@@ -122,7 +246,7 @@ def _init_options(class_path: str) -> list[str]:
     return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def _parse_error(command: str, message: str) -> EvalkitError:
+def _parse_error(command: str, message: str, evaluation: type[Evaluation] | None = None) -> EvalkitError:
     """jsonargparse's multi-line complaint as one line that says what to do."""
     ours = re.search(r"evalkit\.errors\.EvalkitError: (.+)", message)
     if ours:  # a config class refused a value while jsonargparse built it; its own message says it best
@@ -133,6 +257,16 @@ def _parse_error(command: str, message: str) -> EvalkitError:
         options = _init_options(owners[-1])
         accepted = f"; its options: {', '.join(options)}" if options else ""
         return EvalkitError(f"{owners[-1]} has no option '{unknown[-1]}'{accepted} (see `evalkit {command} --help`)")
+    foreign = re.search(r"unrecognized arguments: --(\w+)\.", message)
+    own = evaluation.options if evaluation is not None else {}
+    if foreign and foreign.group(1) in own and command == "predict":  # e.g. --head.* is fit's
+        return EvalkitError(f"--{foreign.group(1)}.* is read by `evalkit fit`, not `evalkit predict`; pass it to fit "
+                            "or predict_fit")
+    if foreign and foreign.group(1) not in own:  # an option group of another evaluation
+        owners = [name for name, cls in EVALUATIONS.items() if foreign.group(1) in cls.options]
+        if owners:
+            return EvalkitError(f"--{foreign.group(1)}.* belongs to the evaluation {' / '.join(owners)}, not to this "
+                                f"run's; pick it with --evaluation {owners[0]} (if the task allows it)")
     lines = [line.strip(" -") for line in message.splitlines() if line.strip()]
     given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
     key = re.search(r'Parser key "([\w.]+)"', message)
@@ -145,11 +279,13 @@ def _parse_error(command: str, message: str) -> EvalkitError:
 
 def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Path | None:
     """Run one command; returns the results.json it wrote, if any."""
-    parser = build_parser(command)
+    argv = with_class_paths(argv)
+    evaluation_cls = chosen_evaluation(argv) if command in ("predict", "fit", "predict_fit") else None
+    parser = build_parser(command, evaluation_cls)
     try:
         cfg = parser.parse_args(argv)
     except ArgumentError as exc:
-        raise _parse_error(command, str(exc)) from None
+        raise _parse_error(command, str(exc), evaluation_cls) from None
     try:
         if command == "report":
             from evalkit.report import write_report
@@ -164,7 +300,8 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
 
             metrics = [cfg.metrics] if isinstance(cfg.metrics, str) else cfg.metrics
             table, passed = regress(cfg.results, cfg.baseline, metrics, cfg.tolerance, cfg.std_multiple,
-                                    parser.instantiate_classes(cfg).stats, cfg.allow_missing)
+                                    parser.instantiate_classes(cfg).stats, cfg.allow_missing,
+                                    cfg.allow_other_model)
             print(table, end="")
             if not passed:
                 raise EvalkitError("results regressed against the baseline (table above)")
@@ -176,10 +313,21 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
             checkpoints = run_pretraining(objects.model, objects.views, objects.data, objects.optim, objects.trainer, log)
             log(f"checkpoints in {checkpoints}; evaluate one with configs/models/lejepa_*.yaml")
             return None
+        if command == "sweep":
+            from evalkit.pretrain.sweep import run
+
+            run(cfg, log)
+            return None
         if command == "models":
             for name, cls in MODELS.items():
                 doc = (cls.__doc__ or "").strip().splitlines()[0]
                 print(f"{name:12s} {'evalkit.models.' + cls.__name__:34s} {doc}")
+            return None
+        if command == "evaluations":
+            for name, cls in EVALUATIONS.items():
+                doc = (cls.__doc__ or "").strip().splitlines()[0]
+                groups = ", ".join(f"--{group}.*" for group in cls.options)
+                print(f"{name:14s} {groups:28s} {doc}")
             return None
         if command == "data":
             from evalkit.data.check import check_task
@@ -196,20 +344,19 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
         objects = parser.instantiate_classes(cfg)
         from evalkit import pipeline
 
-        timing: dict[str, float] = {}
+        evaluation = evaluation_cls(**{group: objects[group] for group in evaluation_cls.options if group in objects})
+        timing: dict[str, Any] = {}
         if command in ("predict", "predict_fit"):
             start = time.perf_counter()
-            caches = pipeline.predict(objects.task, objects.model, cfg.data_root, cfg.embeddings_root, objects.embed, log,
-                                      objects.seg)
+            caches = pipeline.predict(objects.task, objects.model, evaluation, cfg.data_root, cfg.embeddings_root,
+                                      objects.embed, log)
             timing["embed_s"] = round(time.perf_counter() - start, 3)
-            if caches:
-                timing["embed_reused"] = all(c.reused for c in caches)
+            timing["embed_reused"] = all(c.reused for c in caches)
             if not is_global_zero():  # other DDP ranks only help embedding
                 return None
         if command in ("fit", "predict_fit"):
-            path = pipeline.fit(objects.task, objects.model, cfg.embeddings_root, cfg.results_root, objects.head,
-                                config, timing, log, objects.fewshot, objects.stats, objects.seg)
-            return path
+            return pipeline.fit(objects.task, objects.model, evaluation, cfg.embeddings_root, cfg.results_root,
+                                objects.stats, config, timing, log)
         return None
     except KeyboardInterrupt:
         raise EvalkitError("interrupted; rerun the same command to resume from the cache") from None
@@ -250,7 +397,8 @@ def _compare(argv: list[str], log: Callable[[str], None]) -> None:
         for i, keep in enumerate(positions):
             print("---" if i else "", end="\n" if i else "")
             try:
-                build_parser("predict_fit").parse_args(_without(argv, [p for p in positions if p != keep]))
+                build_parser("predict_fit", chosen_evaluation(argv)).parse_args(
+                    with_class_paths(_without(argv, [p for p in positions if p != keep])))
             except SystemExit as exc:  # jsonargparse exits after printing
                 if exc.code not in (0, None):
                     raise
@@ -258,14 +406,14 @@ def _compare(argv: list[str], log: Callable[[str], None]) -> None:
     paths = []
     for keep in positions:
         paths.append(_run_single("predict_fit", _without(argv, [p for p in positions if p != keep]), log))
-    parser = build_parser("predict_fit")
-    first = parser.parse_args(_without(argv, positions[1:]))
+    evaluation = chosen_evaluation(argv)
+    parser = build_parser("predict_fit", evaluation)
+    first = parser.parse_args(with_class_paths(_without(argv, positions[1:])))
     output = Path(first.results_root) / first.task.name
     print()
     written = [str(p) for p in paths if p]
-    segmentation = bool(written) and any("dice" in m for m in json.loads(Path(written[0]).read_text())["metrics"].values())
-    print(write_report(written, output, "dice" if segmentation else "balanced_accuracy",
-                       stats=parser.instantiate_classes(first).stats, log=log), end="")
+    print(write_report(written, output, evaluation.primary_metric, stats=parser.instantiate_classes(first).stats,
+                       log=log), end="")
 
 
 def _usage() -> str:

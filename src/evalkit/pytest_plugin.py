@@ -9,6 +9,9 @@ as its message (no traceback), exactly as ``evalkit regress`` would have exited 
     def test_crc_probe_did_not_regress(evalkit_regress):
         evalkit_regress("results/runs/crc", baseline="baselines/crc", tolerance=0.01)
 
+``allow_other_model=True`` compares results with a baseline run of other weights (another
+model fingerprint), as after a deliberate model update; otherwise that is refused.
+
 The marker lets CI select these tests (``pytest -m evalkit``) after the step that produced
 the results, and leave them out of the quick unit-test run (``pytest -m "not evalkit"``).
 """
@@ -34,13 +37,13 @@ def evalkit_regress() -> Callable[..., str]:
 
     def check(results: str | Path | Sequence[str | Path], baseline: str | Path,
               metrics: Sequence[str] = ("balanced_accuracy",), tolerance: float = 0.01, std_multiple: float = 2.0,
-              allow_missing: bool = False, stats: StatsConfig | None = None) -> str:
+              allow_missing: bool = False, stats: StatsConfig | None = None, allow_other_model: bool = False) -> str:
         from evalkit.report.regress import regress
 
         paths = [str(results)] if isinstance(results, (str, Path)) else [str(p) for p in results]
         try:
             table, passed = regress(paths, str(baseline), list(metrics), tolerance, std_multiple,
-                                    stats or StatsConfig(), allow_missing)
+                                    stats or StatsConfig(), allow_missing, allow_other_model)
         except EvalkitError as exc:
             pytest.fail(f"evalkit regress: {exc}", pytrace=False)
         if not passed:

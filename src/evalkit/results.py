@@ -1,4 +1,8 @@
-"""results.json: one per run, with the provenance needed to trust and reproduce a number."""
+"""The run record: ``results.json`` + the resolved ``config.yaml`` + ``predictions.h5``, written by
+:func:`write_run` for every evaluation, with one meaning per key (docs/results.md lists them).
+
+results.json carries ``schema_version``; readers refuse another version in one line.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,22 @@ import secrets
 import statistics
 import subprocess
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from evalkit import __version__
+from evalkit.predictions import write_predictions
+
+if TYPE_CHECKING:  # the record's inputs; importing them here would pull every evaluation into readers
+    from evalkit.evaluations.base import Evaluation, EvaluationResult
+    from evalkit.stats.config import StatsConfig
+    from evalkit.task import Task
+
+SCHEMA_VERSION = 2
 
 _PACKAGES = ("torch", "torchvision", "timm", "lightning", "torchmetrics", "transformers", "h5py", "numpy",
              "jsonargparse", "scikit-learn")
@@ -58,15 +71,72 @@ def new_run_dir(results_root: str | Path, task: str, model: str) -> Path:
     return path
 
 
-def write_results(run_dir: Path, results: dict[str, Any], config: dict[str, Any]) -> Path:
-    """Write ``results.json`` and the resolved ``config.yaml`` beside it (via temporary names)."""
-    results = {**results, "provenance": {
-        "config": config, "evalkit_version": __version__, "git_commit": git_commit(),
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model a run scored: a display name, and the fingerprint that is its identity.
+
+    ``source`` says how the fingerprint was found: ``weights`` (hashed now), ``index`` (the weights
+    were absent; ``predict`` recorded it) or ``cache_files`` (bring-your-own embeddings).
+    """
+
+    name: str | None
+    fingerprint: str | None
+    source: str
+
+
+def run_record(task: Task, evaluation: Evaluation, identity: ModelIdentity, result: EvaluationResult,
+               stats: StatsConfig, timing: dict[str, Any], files: dict[str, Path], data: dict[str, Any]) -> dict[str, Any]:
+    """results.json of one fit (schema 2); every key has one meaning."""
+    metrics = {}
+    for split, per_metric in result.metrics.items():
+        cis = result.intervals.get(split, {})
+        metrics[split] = {name: {**summarize(values), **({"ci_low": cis[name][0], "ci_high": cis[name][1]}
+                                                         if name in cis else {})}
+                          for name, values in per_metric.items()}
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "task": task.name,
+        "evaluation": evaluation.name,
+        "protocol": evaluation.protocol,
+        "model": identity.name,
+        "model_fingerprint": identity.fingerprint,
+        "n_runs": evaluation.n_runs,
+        "num_classes": result.num_classes,
+        "primary_metric": evaluation.primary_metric,
+        "metrics": metrics,
+        "metric_info": evaluation.metric_info(result),
+        "representation": result.representation,
+        "settings": result.settings,
+        "curves": result.curves,
+        "per_class": result.per_class,
+        "statistics": ({"ci": "percentile bootstrap over the evaluated samples of the mean over runs",
+                        "confidence": stats.confidence, "n_resamples": stats.n_resamples, "seed": stats.seed}
+                       if result.intervals else {}),
+        "timing": timing,
+        "provenance": {
+            "fingerprint_source": identity.source,
+            "cache_keys": [Path(path).stem for path in files.values()],
+            "cache_files": {split: str(path) for split, path in files.items()},
+            "skipped_unreadable": {split: json.loads(getattr(d, "attrs", {}).get("skipped_ids") or "[]")
+                                   for split, d in data.items()},
+        },
+    }
+    return record
+
+
+def write_run(run_dir: Path, record: dict[str, Any], config: dict[str, Any], result: EvaluationResult) -> Path:
+    """Write the run record into ``run_dir``: predictions.h5 and the artifacts first, then ``config.yaml``
+    and ``results.json`` last (each via a temporary name), so a results.json always has its companions."""
+    if result.predictions:
+        write_predictions(run_dir, result.predictions)
+    for name, write in result.artifacts.items():
+        write(run_dir / name)
+    record = {**record, "provenance": {
+        **record.get("provenance", {}), "evalkit_version": __version__, "git_commit": git_commit(),
         "packages": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **results.get("provenance", {}),
     }}
     for name, text in (("config.yaml", yaml.safe_dump(config, sort_keys=False)),
-                       ("results.json", json.dumps(results, indent=2))):
+                       ("results.json", json.dumps(record, indent=2))):
         tmp = run_dir / (name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, run_dir / name)

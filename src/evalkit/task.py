@@ -1,4 +1,4 @@
-"""A task: a named dataset and which of its splits train, select and test the heads."""
+"""A task: a named dataset, which of its splits train, select and test, and the evaluations it runs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ class Task:
         train_split: the split the heads are fitted on.
         val_split: the split for early stopping and the reported validation metrics.
         test_split: an optional held-out split, scored with the weights chosen on ``val_split``.
+        evaluations: the evaluations this task runs (registry names, ``evalkit evaluations list``), the
+            default first; ``--evaluation`` picks another. Default: the ones its dataset declares.
     """
 
     def __init__(
@@ -23,12 +25,14 @@ class Task:
         train_split: str = "train",
         val_split: str = "val",
         test_split: str | None = None,
+        evaluations: list[str] | None = None,
     ) -> None:
         self.name = name
         self.dataset = dataset
         self.train_split = train_split
         self.val_split = val_split
         self.test_split = test_split
+        self.evaluations = list(evaluations or dataset.evaluations)
 
     @property
     def splits(self) -> list[str]:

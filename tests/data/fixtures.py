@@ -1,8 +1,9 @@
-"""Builders of the five datasets in their exact official on-disk layouts, from the real H&E tiles.
+"""Builders of every registered dataset that lists images, keyed by its ``DATASETS`` name: the five
+published ones in their exact official on-disk layouts, and the generic folder and CSV layouts.
 
 Every image is one of the real tiles shipped in ``data/crc_demo`` (224×224), re-encoded as the
 format each release uses; only the sample counts are small. Each builder returns what a reader
-must list: per split, the ids in listing order and their official class indices, so the tests
+must list: per split, the ids in listing order and their class indices, so the tests
 compare against numbers written here, independently of the readers.
 
 Also a small runner of ``evalkit`` subprocesses, a few at a time (each spends most of its
@@ -23,6 +24,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from evalkit.data import DATASETS
 from helpers import CRC_CLASSES, CRC_DEMO, cli_env, evalkit_cmd
 
 TILES = sorted(p for p in CRC_DEMO.rglob("*") if p.suffix in (".png", ".tif"))  # 41 real tiles, 224×224
@@ -46,8 +48,7 @@ def truncate(path: Path, keep: int | None = None) -> Path:
 class Expected:
     """What a reader must list for a built dataset: split -> [(id, class index)] in listing order."""
 
-    task: str  # configs/tasks/<task>.yaml
-    folder: str  # the dataset's folder under the data root
+    folder: str  # the dataset's folder under the data root (its spec's ``root``)
     splits: dict[str, list[tuple[str, int]]]
     extra: dict = field(default_factory=dict)
 
@@ -89,7 +90,7 @@ def build_bach(data_root: Path) -> Expected:
     (photos / "microscopy_ground_truth.csv").write_text(
         "".join(f"{file},{name}\n" for name in BACH_CLASSES for file in sorted(BACH_FILES[name])))
     (photos.parent / "WSI").mkdir()
-    return Expected("bach", "bach", splits)
+    return Expected("bach", splits)
 
 
 # ---- CRC ---------------------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def build_crc(data_root: Path) -> Expected:
     for split, folder in CRC_FOLDERS.items():
         splits[split] = [(f"{folder}/{name}/{p.name}", label) for label, name in enumerate(CRC_CLASSES)
                          for p in sorted((root / folder / name).glob("*.tif"))]
-    return Expected("crc", "crc", splits)
+    return Expected("crc", splits)
 
 
 # ---- MHIST -------------------------------------------------------------------------------------------
@@ -149,7 +150,7 @@ def build_mhist(data_root: Path, header: list[str] = MHIST_HEADER) -> Expected:
             writer.writerow([row[c] for c in header])
     splits = {split: [(f"images/{name}", MHIST_CLASSES.index(label)) for name, label, p in MHIST_ROWS if p == split]
               for split in ("train", "test")}
-    return Expected("mhist", "mhist", splits)
+    return Expected("mhist", splits)
 
 
 # ---- PatchCamelyon -----------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def build_pcam(data_root: Path) -> Expected:
             f.create_dataset("y", data=np.asarray(labels, dtype=np.uint8).reshape(-1, 1, 1, 1))
         stem = f"camelyonpatch_level_2_split_{PCAM_FILES[split]}_x"
         splits[split] = [(f"{stem}/{i}", label) for i, label in enumerate(labels)]
-    return Expected("pcam", "patch_camelyon", splits)
+    return Expected("patch_camelyon", splits)
 
 
 def gzip_file(path: Path) -> Path:
@@ -245,14 +246,59 @@ def build_consep(data_root: Path) -> Expected:
                                              "inst_centroid": centroid})
             type_maps[f"{CONSEP_FOLDERS[split]}/Images/{stem}.png"] = types
         splits[split] = [(f"{CONSEP_FOLDERS[split]}/Images/{stem}.png", -1) for stem in stems]
-    return Expected("consep", "consep", splits, {"type_maps": type_maps})
+    return Expected("consep", splits, {"type_maps": type_maps})
 
 
-BUILDERS = {"bach": build_bach, "crc": build_crc, "mhist": build_mhist, "pcam": build_pcam, "consep": build_consep}
+# ---- ImageFolder and ImageCSV -------------------------------------------------------------------------
+
+GENERIC_CLASSES = ["ADI", "NORM", "TUM"]  # sorted: the label order both infer when no classes are given
+IMAGE_FOLDER_COUNTS = {"train": {"ADI": 2, "NORM": 1, "TUM": 2}, "val": {"ADI": 1, "NORM": 1, "TUM": 1}}
+# split.csv rows in file order: the splits interleaved, one image in a subfolder.
+IMAGE_CSV_ROWS = [("a.png", "TUM", "train"), ("b.png", "ADI", "val"), ("sub/c.png", "NORM", "train"),
+                  ("d.png", "ADI", "train"), ("e.png", "TUM", "val")]
+
+
+def build_image_folder(data_root: Path) -> Expected:
+    root = data_root / "image_folder"
+    splits: dict[str, list[tuple[str, int]]] = {}
+    k = 0
+    for split, counts in IMAGE_FOLDER_COUNTS.items():
+        splits[split] = []
+        for label, name in enumerate(GENERIC_CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(counts[name]):
+                tile(k).save(root / split / name / f"{name}-{i}.png", format="PNG")
+                splits[split].append((f"{split}/{name}/{name}-{i}.png", label))
+                k += 1
+    return Expected("image_folder", splits)
+
+
+def build_image_csv(data_root: Path) -> Expected:
+    root = data_root / "image_csv"
+    (root / "sub").mkdir(parents=True)
+    with open(root / "split.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "split"])
+        for k, (path, label, split) in enumerate(IMAGE_CSV_ROWS):
+            tile(k).save(root / path, format="PNG")
+            writer.writerow([path, label, split])
+    splits = {split: [(path, GENERIC_CLASSES.index(label)) for path, label, s in IMAGE_CSV_ROWS if s == split]
+              for split in ("train", "val")}
+    return Expected("image_csv", splits)
+
+
+# Every registered dataset that lists images, by its DATASETS name (tests/data/test_datasets.py checks
+# that none is missing); the published ones are those with official counts.
+BUILDERS = {"bach": build_bach, "crc": build_crc, "mhist": build_mhist, "pcam": build_pcam, "consep": build_consep,
+            "image_folder": build_image_folder, "image_csv": build_image_csv}
+PUBLISHED = [name for name, cls in DATASETS.items() if cls.official_counts]
+# Registered datasets with no images to list, and where they are tested instead.
+WITHOUT_IMAGES = {"precomputed": "the bring-your-own-embeddings tests in tests/data/test_datasets.py"}
 
 
 def build_all(data_root: Path) -> dict[str, Expected]:
-    return {task: build(data_root) for task, build in BUILDERS.items()}
+    """The published datasets under one data root."""
+    return {name: BUILDERS[name](data_root) for name in PUBLISHED}
 
 
 # ---- evalkit subprocesses, a few at a time -----------------------------------------------------------

@@ -11,10 +11,13 @@ import pytest
 
 from evalkit import pipeline
 from evalkit.cli import main
-from evalkit.data import ImageCSV, ImageFolder, PrecomputedEmbeddings, read_rgb
+from evalkit.data import DATASETS, ImageCSV, ImageFolder, PrecomputedEmbeddings, read_rgb
 from evalkit.embed import embed_task, read_embeddings
 from evalkit.errors import EvalkitError
+from evalkit.evaluations.linear_probe import LinearProbe
 from evalkit.heads import LinearProbeConfig
+from evalkit.stats.config import StatsConfig
+from fixtures import BUILDERS, WITHOUT_IMAGES
 from helpers import CONFIGS, CRC_DEMO, PRECOMPUTED_TASK, cpu_embed, load_task, small_timm
 
 TILES = sorted(p for p in CRC_DEMO.rglob("*") if p.suffix in (".png", ".tif"))
@@ -36,6 +39,26 @@ def make_folder_tree(root: Path, layout: dict[str, dict[str, int]]) -> Path:
 def folder(tmp_path) -> Path:
     return make_folder_tree(tmp_path / "ds", {"train": {"TUM": 3, "ADI": 2, "NORM": 2},
                                               "val": {"TUM": 1, "ADI": 1, "NORM": 1}})
+
+
+# ---- every registered dataset ------------------------------------------------------------------------
+
+def test_every_registered_dataset_has_a_fixture():
+    covered = set(BUILDERS) | set(WITHOUT_IMAGES)
+    missing, unknown = sorted(set(DATASETS.names()) - covered), sorted(covered - set(DATASETS.names()))
+    assert not missing, f"add a fixture for the dataset(s) {missing}: a builder in BUILDERS in tests/data/fixtures.py"
+    assert not unknown, f"tests/data/fixtures.py has fixtures for {unknown}, which evalkit.data.DATASETS does not register"
+
+
+@pytest.mark.parametrize("name", [name for name in DATASETS.names() if name not in WITHOUT_IMAGES])
+def test_every_registered_dataset_lists_and_reads_its_fixture(name, tmp_path):
+    expected = BUILDERS[name](tmp_path)
+    spec = DATASETS.get(name)(root=expected.folder, allow_subset=True)
+    for split in expected.splits:
+        listing = spec.list_split(tmp_path, split, check_counts=False)
+        assert listing.ids == expected.ids(split) and listing.labels.tolist() == expected.labels(split)
+        image = spec.read_image(listing, len(listing) - 1)
+        assert image.mode == "RGB" and min(image.size) > 0
 
 
 # ---- ImageFolder -------------------------------------------------------------------------------------
@@ -108,8 +131,9 @@ def test_image_folder_task_config_predicts_and_fits(folder, tmp_path):
     train = read_embeddings(caches[0].path)
     assert train.classes == ["ADI", "NORM", "TUM"] and len(train.ids) == 7
     fresh = load_task(CONFIGS / "tasks" / "image_folder.yaml", "--task.dataset.init_args.root", str(folder))
-    results = pipeline.fit(fresh, small_timm(input_size=32), str(tmp_path / "emb"), str(tmp_path / "res"),
-                           LinearProbeConfig(n_runs=1, max_steps=5), {}, {}, lambda message: None)
+    probe = LinearProbe(head=LinearProbeConfig(n_runs=1, max_steps=5))
+    results = pipeline.fit(fresh, small_timm(input_size=32), probe, str(tmp_path / "emb"), str(tmp_path / "res"),
+                           StatsConfig(n_resamples=100), {}, {}, lambda message: None)
     assert json.loads(results.read_text())["num_classes"] == 3
 
 
@@ -195,10 +219,10 @@ def test_precomputed_reads_env_files(monkeypatch):
     monkeypatch.setenv("TRAIN_H5", "/x/train.h5")
     monkeypatch.setenv("VAL_H5", "/x/val.h5")
     ds = PrecomputedEmbeddings()
-    assert ds.h5_path("train") == Path("/x/train.h5") and ds.h5_path("val") == Path("/x/val.h5")
+    assert ds.cache_file("train") == Path("/x/train.h5") and ds.cache_file("val") == Path("/x/val.h5")
     with pytest.raises(EvalkitError, match="TEST_H5"):
-        ds.h5_path("test")
-    assert PrecomputedEmbeddings(val_h5="/y/val.h5").h5_path("val") == Path("/y/val.h5")
+        ds.cache_file("test")
+    assert PrecomputedEmbeddings(val_h5="/y/val.h5").cache_file("val") == Path("/y/val.h5")
     with pytest.raises(EvalkitError, match="fit"):
         ds.list_split(".", "train")
 

@@ -20,18 +20,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evalkit.data import BACH, CRC, MHIST, CoNSeP, PatchCamelyon
+from evalkit.data import BACH, CRC, DATASETS, MHIST, CoNSeP, PatchCamelyon
 from evalkit.data.bach import bach_split
 from evalkit.data.check import check_task
 from evalkit.data.consep import merge_types
 from evalkit.errors import EvalkitError
 from fixtures import (BACH_CLASSES, BACH_FILES, BACH_SIZE, BUILDERS, CONSEP_CLASSES, MHIST_CLASSES, MHIST_HEADER,
-                      PCAM_CLASSES, PCAM_LABELS, TYPE_TO_CLASS_REFERENCE, Expected, Outcome, build_all,
+                      PCAM_CLASSES, PCAM_LABELS, PUBLISHED, TYPE_TO_CLASS_REFERENCE, Expected, Outcome, build_all,
                       build_crc, build_mhist, gzip_file, pcam_file, pcam_patches, run_many, truncate)
 from helpers import CONFIGS, CRC_CLASSES, load_task, model_yaml, read_h5
 
 TASKS = CONFIGS / "tasks"
-SPECS = {"bach": BACH, "crc": CRC, "mhist": MHIST, "pcam": PatchCamelyon, "consep": CoNSeP}
+SPECS = {name: DATASETS.get(name) for name in PUBLISHED}  # every registered dataset with official counts
 CLASSES = {"bach": BACH_CLASSES, "crc": CRC_CLASSES, "mhist": MHIST_CLASSES, "pcam": PCAM_CLASSES,
            "consep": CONSEP_CLASSES}
 SPLITS = {"bach": ["train", "val"], "crc": ["train", "val"], "mhist": ["train", "test"],
@@ -237,7 +237,7 @@ def test_consep_lists_images_and_reads_merged_masks(layouts):
     root, expected = layouts
     spec = CoNSeP(allow_subset=True)
     assert spec.classes == ["background", "other", "inflammatory", "epithelial", "spindle-shaped"]
-    assert spec.task_type == "segmentation"
+    assert spec.evaluations == ("segmentation",)
     train, test = spec.list_split(root, "train"), spec.list_split(root, "test")
     assert train.ids == ["Train/Images/train_1.png", "Train/Images/train_2.png", "Train/Images/train_10.png"]
     assert test.ids == ["Test/Images/test_1.png", "Test/Images/test_2.png"]
@@ -295,6 +295,15 @@ def test_official_counts_are_the_published_ones():
 # What the refusal of the fixture's first split must say: the counts found and the official ones.
 REFUSALS = {"bach": [r"Benign 2/52", r"InSitu 2/70", r"Invasive 1/69"], "crc": [r"ADI 2/10407", r"BACK 2/10566"],
             "mhist": [r"SSA 3/630", r"HP 4/1545"], "pcam": [r"\b8\b.*\b262144\b"], "consep": [r"\b3\b.*\b27\b"]}
+
+
+def test_every_published_dataset_has_its_reference_numbers():
+    """A newly registered dataset with official counts is parametrised into this module: it needs its numbers."""
+    tables = {"BUILDERS (tests/data/fixtures.py)": BUILDERS, "CLASSES": CLASSES, "SPLITS": SPLITS,
+              "OFFICIAL_TOTALS": OFFICIAL_TOTALS, "REFUSALS": REFUSALS}
+    for table, entries in tables.items():
+        missing = sorted(set(SPECS) - set(entries))
+        assert not missing, f"add the published dataset(s) {missing} to {table}"
 
 
 def _patch_official(monkeypatch, task: str, expected: Expected) -> None:
@@ -457,8 +466,8 @@ def _check(task: str, data_root: Path, *extra: str) -> list[str]:
 def _predict_fit(task: str, data_root: Path, folder: Path, model: Path, *extra: str) -> list[str]:
     return ["predict_fit", "--config", str(TASKS / f"{task}.yaml"), "--config", str(model),
             "--data_root", str(data_root), "--embeddings_root", str(folder / "emb"), "--results_root",
-            str(folder / "res"), *SUBSET, "--head.n_runs", "2", "--head.max_steps", "50", "--embed.num_workers", "0",
-            *extra]
+            str(folder / "res"), *SUBSET, *(() if task == "consep" else ("--head.n_runs", "2", "--head.max_steps", "50")),
+            "--embed.num_workers", "0", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -649,14 +658,16 @@ def test_cli_predict_fit_on_the_official_layout(cli_data, outcomes, task):
 def test_cli_predict_fit_on_consep_trains_the_decoder_on_cached_crops(evalkit):
     outcome = evalkit("fit_consep")
     assert outcome.returncode == 0, outcome.stderr
-    caches = sorted(p.name.split("-")[1:3] for p in outcome.folder.rglob("seg-*.h5"))
-    assert caches == [["test", "grid"], ["train", "pool"]]
+    caches = sorted(p.name.split("-")[:2] for p in outcome.folder.rglob("*.h5") if p.name != "predictions.h5")
+    assert caches == [["test", "grid"], ["train", "crop_pool"]]
     [path] = outcome.folder.rglob("results.json")
     results = json.loads(path.read_text())
-    assert results["protocol"] == "segmentation_mask2former"
+    assert (results["evaluation"], results["protocol"]) == ("segmentation", "mask2former")
     assert {"dice", "miou", "dice_epithelial"} <= set(results["metrics"]["test"])
+    assert results["metric_info"]["dice_epithelial"]["higher_is_better"] is True
     # DESIGN.md's provenance: the cache keys name the files the decoder was trained and scored on
-    assert sorted(results["provenance"]["cache_keys"]) == sorted(p.stem for p in outcome.folder.rglob("seg-*.h5"))
+    assert sorted(results["provenance"]["cache_keys"]) == sorted(
+        p.stem for p in (outcome.folder / "emb").rglob("*.h5"))
     assert (path.parent / "overlay_test_test_1.png").is_file() and (path.parent / "training_curve_test.png").is_file()
 
 

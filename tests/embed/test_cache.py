@@ -14,12 +14,12 @@ import torch
 
 from evalkit import __version__
 from evalkit.data import read_rgb
-from evalkit.embed import cache_key, cache_path, embed_task, read_embeddings
-from evalkit.embed.cache import PartialCache
+from evalkit.embed import PooledRows, cache_key, cache_path, embed_task, feature_file, read_embeddings
+from evalkit.embed.cache import SCHEMA_VERSION, PartialCache, open_cache
 from evalkit.errors import EvalkitError
 from evalkit.models import TimmModel
-from helpers import (CRC_CLASSES, CRC_DEMO, CRC_TASK, DATA, assert_same_cache, copy_crc_demo, cpu_embed, load_task,
-                     read_h5, small_timm, write_foreign_h5)
+from helpers import (CRC_CLASSES, CRC_DEMO, CRC_TASK, DATA, assert_same_cache, copy_crc_demo, cpu_embed, h5_tree,
+                     load_task, read_h5, small_timm, write_foreign_h5, write_schema1_h5)
 
 
 def _csv_rows(split: str) -> list[dict[str, str]]:
@@ -33,19 +33,27 @@ def test_cache_key_is_content_addressed():
     key = cache_key("fp", "dataset", "train")
     assert key == cache_key("fp", "dataset", "train")
     assert len({key, cache_key("fp2", "dataset", "train"), cache_key("fp", "dataset2", "train"),
-                cache_key("fp", "dataset", "val")}) == 4
+                cache_key("fp", "dataset", "val"), cache_key("fp", "dataset", "train", {"kind": "grid"}),
+                cache_key("fp", "dataset", "train", {"kind": "grid", "stride": 194})}) == 6
+    assert cache_key("fp", "d", "train", {"a": 1, "b": 2}) == cache_key("fp", "d", "train", {"b": 2, "a": 1})
+
+
+def test_cache_path_names_task_model_split_kind_and_key(tmp_path):
+    key = cache_key("fp", "dataset", "train")
+    assert cache_path(tmp_path, "crc", "m", "train", key) == tmp_path / "crc" / "m" / f"train-rows-{key[:16]}.h5"
+    assert cache_path(tmp_path, "consep", "m", "test", key, "grid") == tmp_path / "consep" / "m" / f"test-grid-{key[:16]}.h5"
 
 
 def test_cache_path_changes_with_model_dataset_and_split(tmp_path):
     task, model = load_task(), small_timm()
 
     def path(task, model, split):
-        key = cache_key(model.fingerprint(), task.dataset.identity(), split)
-        return cache_path(tmp_path, task.name, model.name, split, key)
+        return feature_file(tmp_path, task, model.name, model.fingerprint(), split, PooledRows())[1]
 
     base = path(task, model, "train")
     assert base == path(load_task(), small_timm(), "train")  # new instances, same inputs
     assert base.parent == tmp_path / "crc_demo" / model.name and base.suffix == ".h5"
+    assert base.name.startswith("train-rows-")
     assert path(task, small_timm(seed=1), "train") != base
     assert path(task, small_timm(input_size=96), "train") != base
     assert path(load_task(CRC_TASK, "--task.dataset.init_args.csv_file", "other.csv"), model, "train") != base
@@ -73,6 +81,9 @@ def test_cache_file_has_the_design_schema(crc_cache, split):
     assert json.loads(attrs["transform"])["input_size"] == 64
     assert attrs["complete"] == True and isinstance(attrs["complete"], (bool, np.bool_))  # noqa: E712
     assert attrs["evalkit_version"] == __version__
+    assert attrs["schema_version"] == SCHEMA_VERSION == 2
+    assert attrs["kind"] == "rows"
+    assert cache.path.name.startswith(f"{split}-rows-")
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -114,12 +125,37 @@ def test_read_embeddings_rejects_another_schema(tmp_path):
     foreign = write_foreign_h5(tmp_path / "foreign.h5")
     with pytest.raises(EvalkitError, match="foreign.h5") as info:
         read_embeddings(foreign)
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "not an evalkit feature cache" in str(info.value)
     (tmp_path / "text.h5").write_text("not hdf5 at all")
     with pytest.raises(EvalkitError, match="text.h5"):
         read_embeddings(tmp_path / "text.h5")
     with pytest.raises(EvalkitError, match="missing.h5"):
         read_embeddings(tmp_path / "missing.h5")
+
+
+def test_a_schema_1_cache_is_refused_with_how_to_regenerate_it(tmp_path):
+    old = write_schema1_h5(tmp_path / "old.h5")
+    with pytest.raises(EvalkitError) as info:
+        read_embeddings(old)
+    message = str(info.value)
+    assert "\n" not in message and "old.h5" in message
+    assert "schema 1" in message and f"schema {SCHEMA_VERSION}" in message and "evalkit predict" in message
+
+
+def test_a_cache_of_a_future_schema_is_refused(crc_cache, tmp_path):
+    newer = tmp_path / "newer.h5"
+    shutil.copy(crc_cache.caches["val"].path, newer)
+    with h5py.File(newer, "a") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(EvalkitError, match=f"schema {SCHEMA_VERSION + 1}"):
+        read_embeddings(newer)
+
+
+def test_a_cache_of_another_kind_is_refused(crc_cache):
+    path = crc_cache.caches["val"].path
+    with pytest.raises(EvalkitError, match="holds 'rows' features, not the 'grid'"):
+        open_cache(path, "grid")
+    open_cache(path, "rows").close()
 
 
 def test_read_embeddings_rejects_an_incomplete_file(crc_cache, tmp_path):
@@ -133,8 +169,7 @@ def test_read_embeddings_rejects_an_incomplete_file(crc_cache, tmp_path):
 
 def test_a_foreign_file_at_the_cache_path_is_an_error_and_left_alone(tmp_path):
     task, model = load_task(), small_timm()
-    key = cache_key(model.fingerprint(), task.dataset.identity(), "train")
-    target = cache_path(tmp_path, task.name, model.name, "train", key)
+    _, target = feature_file(tmp_path, task, model.name, model.fingerprint(), "train", PooledRows())
     target.parent.mkdir(parents=True)
     write_foreign_h5(target)
     before = target.read_bytes()
@@ -158,16 +193,18 @@ def _batches(n: int, batch_size: int, dim: int = 6) -> list[tuple[np.ndarray, np
              .astype(np.float32)) for lo in range(0, n, batch_size)]
 
 
+ATTRS = {"kind": "rows", "model": "m", "model_fingerprint": "f", "dataset": "d", "split": "train", "transform": "{}"}
+
+
 def test_partial_cache_resume_equals_an_uninterrupted_write(tmp_path):
-    n, ids = 18, [f"img-{i}.png" for i in range(18)]
-    labels = np.arange(18) % 3
-    attrs = {"model": "m", "model_fingerprint": "f", "dataset": "d", "split": "train", "transform": "{}"}
+    n, ids = 18, np.array([f"img-{i}.png" for i in range(18)], dtype=object)
+    per_sample = {"labels": np.arange(18) % 3, "ids": ids}
     batches = _batches(n, 4)
 
     whole = PartialCache(tmp_path / "a" / "train-x.h5", batch_size=4)
     for indices, emb in batches:
         whole.write_batch(indices, emb)
-    whole.assemble(ids, labels, attrs)
+    whole.assemble(n, {"embeddings": "float32"}, ATTRS, per_sample)
 
     first = PartialCache(tmp_path / "b" / "train-x.h5", batch_size=4)
     for indices, emb in [batches[3], batches[0]]:  # out of order, as DDP ranks finish
@@ -178,13 +215,52 @@ def test_partial_cache_resume_equals_an_uninterrupted_write(tmp_path):
     assert resumed.done_batches() == {0, 3}
     for k in sorted({0, 1, 2, 3, 4} - resumed.done_batches()):
         resumed.write_batch(*batches[k])
-    resumed.assemble(ids, labels, attrs)
+    resumed.assemble(n, {"embeddings": "float32"}, ATTRS, per_sample)
 
     assert_same_cache(tmp_path / "a" / "train-x.h5", tmp_path / "b" / "train-x.h5")
     assert not (tmp_path / "b" / "train-x.partial").exists()
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["train-x.h5"]
     data = read_embeddings(tmp_path / "b" / "train-x.h5")
     assert np.array_equal(data.embeddings.numpy(), np.concatenate([e for _, e in batches]))
+    assert data.ids == list(ids) and data.attrs["schema_version"] == SCHEMA_VERSION and data.attrs["kind"] == "rows"
+
+
+def test_partial_cache_writes_named_arrays_skips_unreadable_rows_and_keeps_extras(tmp_path):
+    """Any kind of feature goes through the one writer: several named arrays per batch (feature maps of
+    several levels), per-sample arrays that lose the skipped rows, extra arrays stored as they are."""
+    n, rng = 10, np.random.default_rng(1)
+    level0 = rng.standard_normal((n, 3, 4, 4)).astype(np.float32)
+    level1 = rng.standard_normal((n, 5, 2, 2)).astype(np.float32)
+    readable = np.ones(n, dtype=bool)
+    readable[[2, 7]] = False
+    ids = np.array([f"s{i}" for i in range(n)], dtype=object)
+    masks = {f"full_masks/{j}": rng.integers(0, 5, (6 + j, 9)).astype(np.uint8) for j in range(3)}
+    dtypes = {"features/0": "float16", "features/1": "float16"}
+
+    def write(root, order):
+        partial = PartialCache(root / "test-grid-x.h5", batch_size=3)
+        for k in order:
+            lo, hi = 3 * k, min(n, 3 * k + 3)
+            partial.write_batch(np.arange(lo, hi), {"features/0": level0[lo:hi].astype(np.float16),
+                                                    "features/1": level1[lo:hi].astype(np.float16)}, readable[lo:hi])
+        return partial
+
+    write(tmp_path / "a", [0, 1, 2, 3]).assemble(n, dtypes, {**ATTRS, "kind": "grid"}, {"ids": ids}, masks)
+    write(tmp_path / "b", [3, 1])  # killed after two batches
+    skipped = write(tmp_path / "b", [0, 2]).assemble(n, dtypes, {**ATTRS, "kind": "grid"}, {"ids": ids}, masks)
+    assert skipped.tolist() == [2, 7]
+    assert_same_cache(tmp_path / "a" / "test-grid-x.h5", tmp_path / "b" / "test-grid-x.h5")
+    tree = h5_tree(tmp_path / "b" / "test-grid-x.h5")
+    keep = readable
+    assert np.array_equal(tree["features/0"][2], level0[keep].astype(np.float16))
+    assert tree["features/1"][:2] == ("float16", (8, 5, 2, 2))
+    assert tree["ids"][2] == [f"s{i}" for i in range(n) if i not in (2, 7)]
+    for name, mask in masks.items():
+        assert np.array_equal(tree[name][2], mask)
+    assert json.loads(tree["/"]["skipped_ids"]) == ["s2", "s7"]
+    assert tree["/"]["kind"] == "grid" and tree["/"]["schema_version"] == SCHEMA_VERSION
+    with pytest.raises(EvalkitError, match="holds 'grid' features"):
+        read_embeddings(tmp_path / "b" / "test-grid-x.h5")
 
 
 def test_partial_cache_with_missing_batches_never_becomes_a_cache_file(tmp_path):
@@ -192,7 +268,9 @@ def test_partial_cache_with_missing_batches_never_becomes_a_cache_file(tmp_path)
     for k in (0, 1, 3):
         partial.write_batch(*_batches(18, 4)[k])
     with pytest.raises(EvalkitError, match="missing"):
-        partial.assemble([str(i) for i in range(18)], np.zeros(18, dtype=np.int64), {})
+        partial.assemble(18, {"embeddings": "float32"}, ATTRS,
+                         {"ids": np.array([str(i) for i in range(18)], dtype=object),
+                          "labels": np.zeros(18, dtype=np.int64)})
     assert not (tmp_path / "train-x.h5").exists()
     assert partial.done_batches() == {0, 1, 3}  # what was saved is kept
 

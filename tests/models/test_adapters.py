@@ -71,45 +71,63 @@ def save_lejepa_resnet18(path: Path, seed: int = 0) -> Path:
 
 @dataclass
 class Case:
-    """An adapter family, how to make its weight files, and how to make its spec from them."""
+    """How to make an adapter's weight files, and how to make its spec from them."""
 
-    family: str
     setup: Callable[[Path, int], dict[str, Any]]  # (tmp folder, weights seed) -> spec kwargs
     make: Callable[..., ModelSpec]
     has_weight_file: bool
 
 
-CASES = {
-    "timm-vit-random": Case("timm", lambda d, s: {}, lambda: TimmModel(
-        "vit_tiny_patch16_224", model_kwargs={"img_size": 32}, preprocessing=Preprocessing(input_size=32)), False),
-    "timm-resnet-random": Case("timm", lambda d, s: {}, lambda: TimmModel("resnet18", preprocessing=SMALL), False),
-    "timm-resnet-checkpoint": Case("timm", lambda d, s: {"checkpoint_path": str(save_timm_resnet18(d / "t.pth", s))},
-                                   lambda **kw: TimmModel("resnet18", preprocessing=SMALL, **kw), True),
-    "torchvision-resnet-random": Case("torchvision", lambda d, s: {},
-                                      lambda: TorchvisionModel("resnet18", preprocessing=SMALL), False),
-    "torchvision-resnet-checkpoint": Case(
-        "torchvision", lambda d, s: {"checkpoint_path": str(save_resnet18(d / "tv.pth", s))},
-        lambda **kw: TorchvisionModel("resnet18", preprocessing=SMALL, **kw), True),
-    "huggingface-cls": Case("huggingface", lambda d, s: {"path": str(save_hf_vit(d / "hf-vit", s))},
-                            lambda **kw: HuggingFaceModel(pooling="cls", **kw), True),
-    "huggingface-mean": Case("huggingface", lambda d, s: {"path": str(save_hf_vit(d / "hf-vit", s))},
-                             lambda **kw: HuggingFaceModel(pooling="mean", **kw), True),
-    "checkpoint-resnet18": Case("checkpoint", lambda d, s: {"checkpoint_path": str(save_resnet18(d / "r18.pth", s))},
-                                lambda **kw: LocalCheckpointModel(builder="torchvision.models.resnet18",
-                                                                  preprocessing=SMALL, **kw), True),
-    "lejepa-resnet18": Case("lejepa", lambda d, s: {"checkpoint_path": str(save_lejepa_resnet18(d / "last.ckpt", s))},
-                            lambda **kw: LeJEPAModel(preprocessing=SMALL, **kw), True),
+# The contract cases of every adapter family, by its name in ``evalkit.models.MODELS``.
+CASES: dict[str, dict[str, Case]] = {
+    "timm": {
+        "vit-random": Case(lambda d, s: {}, lambda: TimmModel(
+            "vit_tiny_patch16_224", model_kwargs={"img_size": 32}, preprocessing=Preprocessing(input_size=32)), False),
+        "resnet-random": Case(lambda d, s: {}, lambda: TimmModel("resnet18", preprocessing=SMALL), False),
+        "resnet-checkpoint": Case(lambda d, s: {"checkpoint_path": str(save_timm_resnet18(d / "t.pth", s))},
+                                  lambda **kw: TimmModel("resnet18", preprocessing=SMALL, **kw), True),
+    },
+    "torchvision": {
+        "resnet-random": Case(lambda d, s: {}, lambda: TorchvisionModel("resnet18", preprocessing=SMALL), False),
+        "resnet-checkpoint": Case(lambda d, s: {"checkpoint_path": str(save_resnet18(d / "tv.pth", s))},
+                                  lambda **kw: TorchvisionModel("resnet18", preprocessing=SMALL, **kw), True),
+    },
+    "huggingface": {
+        "cls": Case(lambda d, s: {"path": str(save_hf_vit(d / "hf-vit", s))},
+                    lambda **kw: HuggingFaceModel(pooling="cls", **kw), True),
+        "mean": Case(lambda d, s: {"path": str(save_hf_vit(d / "hf-vit", s))},
+                     lambda **kw: HuggingFaceModel(pooling="mean", **kw), True),
+    },
+    "checkpoint": {
+        "resnet18": Case(lambda d, s: {"checkpoint_path": str(save_resnet18(d / "r18.pth", s))},
+                         lambda **kw: LocalCheckpointModel(builder="torchvision.models.resnet18", preprocessing=SMALL,
+                                                           **kw), True),
+    },
+    "lejepa": {
+        "resnet18": Case(lambda d, s: {"checkpoint_path": str(save_lejepa_resnet18(d / "last.ckpt", s))},
+                         lambda **kw: LeJEPAModel(preprocessing=SMALL, **kw), True),
+    },
 }
 
 
+def _cases(with_weight_file: bool = False) -> list:
+    """(family, variant) of every registered adapter's cases; a family without any is caught below."""
+    return [pytest.param(family, variant, id=f"{family}-{variant}") for family in MODELS.names()
+            for variant, case in CASES.get(family, {}).items() if case.has_weight_file or not with_weight_file]
+
+
 def test_every_registered_adapter_family_has_a_contract_case():
-    assert {case.family for case in CASES.values()} == set(MODELS.names())
+    missing, unknown = set(MODELS.names()) - set(CASES), set(CASES) - set(MODELS.names())
+    assert not missing, f"add a contract case for the adapter(s) {sorted(missing)} to CASES in tests/models/test_adapters.py"
+    assert not unknown, f"CASES names adapter(s) {sorted(unknown)} that evalkit.models.MODELS does not register"
+    assert all(CASES.values()), "every family in CASES needs at least one case"
 
 
-@pytest.mark.parametrize("case_id", CASES)
-def test_adapter_contract(case_id, tmp_path):
-    case = CASES[case_id]
+@pytest.mark.parametrize(("family", "variant"), _cases())
+def test_adapter_contract(family, variant, tmp_path):
+    case = CASES[family][variant]
     spec = case.make(**case.setup(tmp_path, 0))
+    assert type(spec) is MODELS.get(family)
     backbone = spec.build()
     assert isinstance(backbone, Backbone)
     assert isinstance(backbone.embed_dim, int) and backbone.embed_dim > 0
@@ -136,9 +154,9 @@ def test_adapter_contract(case_id, tmp_path):
     assert [m.shape[-1] for m in maps] == sorted((m.shape[-1] for m in maps), reverse=True)
 
 
-@pytest.mark.parametrize("case_id", CASES)
-def test_fingerprint_is_stable_across_instances(case_id, tmp_path):
-    case = CASES[case_id]
+@pytest.mark.parametrize(("family", "variant"), _cases())
+def test_fingerprint_is_stable_across_instances(family, variant, tmp_path):
+    case = CASES[family][variant]
     kwargs = case.setup(tmp_path, 0)
     first, second = case.make(**kwargs), case.make(**kwargs)
     assert first.fingerprint() == second.fingerprint()
@@ -146,9 +164,9 @@ def test_fingerprint_is_stable_across_instances(case_id, tmp_path):
     assert first.name == second.name
 
 
-@pytest.mark.parametrize("case_id", [k for k, c in CASES.items() if c.has_weight_file])
-def test_fingerprint_changes_when_the_weights_file_changes(case_id, tmp_path):
-    case = CASES[case_id]
+@pytest.mark.parametrize(("family", "variant"), _cases(with_weight_file=True))
+def test_fingerprint_changes_when_the_weights_file_changes(family, variant, tmp_path):
+    case = CASES[family][variant]
     kwargs = case.setup(tmp_path, 0)
     before = case.make(**kwargs).fingerprint()
     assert case.setup(tmp_path, 1) == kwargs  # same path, new content

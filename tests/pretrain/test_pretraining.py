@@ -4,17 +4,21 @@ loss falls, resume from last.ckpt, and the checkpoint read back through the mode
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from jsonargparse import ArgumentParser
 from PIL import Image
 
 from evalkit.cli import main
 from evalkit.errors import EvalkitError
 from evalkit.models import LeJEPAModel, Preprocessing
+from evalkit.pretrain import sweep
+from evalkit.pretrain.lejepa_loss import LeJEPALoss
 from evalkit.pretrain.model import LeJEPANetwork
-from evalkit.pretrain.module import ModelConfig, OptimConfig
+from evalkit.pretrain.module import LeJEPAModule, ModelConfig, OptimConfig
 from evalkit.pretrain.run import DataConfig, TrainerConfig, run_pretraining
 from evalkit.pretrain.views import HEDJitter, MultiCropViews, ViewsConfig
 from helpers import CRC_TASK, DATA
@@ -78,9 +82,10 @@ def test_a_short_run_lowers_the_loss_resumes_and_loads_through_the_adapter(tmp_p
     assert not any(p.requires_grad for p in backbone.parameters())
 
     # the checkpoint sweep: one row per kept epoch with its loss, RankMe/ODCorr and probe accuracy
-    from evalkit.pretrain.sweep import main as sweep_main
-
-    assert sweep_main([str(tmp_path / "run"), "--task", str(CRC_TASK), "--input_size", "64", "--n_runs", "2"]) == 0
+    parser = ArgumentParser(exit_on_error=False)
+    sweep.add_arguments(parser)
+    sweep.run(parser.parse_args([str(tmp_path / "run"), "--task", str(CRC_TASK), "--input_size", "64", "--n_runs", "2"]),
+              log=lambda _: None)
     with open(tmp_path / "run" / "sweep.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 3, 5]
@@ -134,3 +139,45 @@ def test_fit_before_pretraining_says_to_pretrain(tmp_path, capsys):
                  str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--embeddings_root", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("evalkit: error: weights not found:") and "run `evalkit pretrain` first" in err
+
+
+def _nan_loss_from(first: int):
+    """LeJEPALoss.forward, NaN from optimiser step ``first`` on."""
+    forward = LeJEPALoss.forward
+
+    def nan_loss(self, proj, num_global, step):
+        total, parts = forward(self, proj, num_global, step)
+        return (total * math.nan if step >= first else total), parts
+
+    return nan_loss
+
+
+def _nan_weights(self):
+    next(self.parameters()).data.fill_(math.nan)  # as an update from a NaN gradient would leave them
+
+
+@pytest.mark.parametrize(("target", "replacement", "message"), [
+    (LeJEPALoss, ("forward", _nan_loss_from(0)), "loss is not finite (NaN or inf) at step 2,"),
+    (LeJEPAModule, ("on_train_epoch_end", _nan_weights), "weights are not finite (NaN or inf) at step 4,"),
+], ids=["loss", "weights"])
+def test_training_that_goes_non_finite_stops_in_one_line_and_keeps_the_checkpoints(tmp_path, monkeypatch, target,
+                                                                                    replacement, message):
+    checkpoints = _train(tmp_path / "run", epochs=1)  # 41 tiles: 2 steps per epoch; writes last.ckpt only
+    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoints.iterdir()}
+    assert set(before) == {"last.ckpt"}
+    monkeypatch.setattr(target, *replacement)
+    with pytest.raises(EvalkitError) as info:  # the resumed run would write last.ckpt and epoch=001.ckpt
+        _train(tmp_path / "run", epochs=2)
+    text = str(info.value)
+    assert message in text and "--optim.lr" in text and "\n" not in text
+    assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoints.iterdir()} == before
+
+
+def test_last_ckpt_is_written_every_epoch_also_between_kept_ones(tmp_path, monkeypatch):
+    """A run stopped in epoch 4 resumes from the end of epoch 3, not from the kept epoch=001.ckpt."""
+    monkeypatch.setattr(LeJEPALoss, "forward", _nan_loss_from(6))
+    with pytest.raises(EvalkitError, match="at step 6,"):
+        _train(tmp_path / "run", epochs=4)  # checkpoint_every=2: kept after the 2nd epoch (step 4)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert {p.name for p in checkpoints.iterdir()} == {"epoch=001.ckpt", "last.ckpt"}
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 6

@@ -1,13 +1,14 @@
 """Hand-made runs with known differences, shared by the report tests: per task, ``best``, a
-near-twin of it (noise-level difference) and a ``weak`` model, with predictions.h5."""
+near-twin of it (noise-level difference) and a ``weak`` model, with schema-2 results.json and
+predictions.h5."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
+from synthetic_runs import results, write_run
 
 from evalkit.predictions import SplitPredictions, write_predictions
 from evalkit.results import summarize
@@ -29,22 +30,20 @@ def _probs(target: torch.Tensor, accuracy: float, seed: int) -> torch.Tensor:
 
 def _write_run(root: Path, task: str, model: str, probs: torch.Tensor, target: torch.Tensor, curves: bool) -> None:
     run_dir = root / task / model / "run-1"
-    run_dir.mkdir(parents=True)
     values = weighted_metrics(torch.ones(1, N, dtype=torch.float64), target, probs, C)
     cis = bootstrap_ci(target, probs, C, n_resamples=200)
     metrics = {name: {**summarize(v[0].tolist()), "ci_low": cis[name]["low"], "ci_high": cis[name]["high"]}
                for name, v in values.items()}
     ba = metrics["balanced_accuracy"]["mean"]
-    result = {"task": task, "model": model, "protocol": "sgd_kaiko", "n_runs": R, "num_classes": C,
-              "metrics": {"test": metrics},
-              "representation": {"test": {"rankme": 10 + 50 * ba, "odcorr": 0.8 - 0.5 * ba, "alpha_req": 1.0}}}
+    body = results(task, model, {"test": metrics}, n_runs=R, num_classes=C,
+                   representation={"test": {"rankme": 10 + 50 * ba, "odcorr": 0.8 - 0.5 * ba, "alpha_req": 1.0}})
     if curves:
         points = [{"value": k, "n_labels": k * C, "mean": ba * (0.5 + 0.1 * k), "std": 0.01, "draws": [ba] * 2,
                    "ci_low": ba * (0.4 + 0.1 * k), "ci_high": ba * (0.6 + 0.1 * k)} for k in (1, 2, 4)]
-        result["label_efficiency"] = {"metric": "balanced_accuracy", "draws": 2, "seed": 0, "heads": ["knn"],
-                                      "subsets": [], "curves": {"knn": {"test": {"shots": points, "fraction": []}}},
-                                      "auc": {"knn": {"test": {"shots": 0.5}}}}
-    (run_dir / "results.json").write_text(json.dumps(result))
+        body["curves"] = {"label_efficiency": {
+            "metric": "balanced_accuracy", "draws": 2, "seed": 0, "heads": ["knn"], "subsets": [],
+            "curves": {"knn": {"test": {"shots": points, "fraction": []}}}, "auc": {"knn": {"test": {"shots": 0.5}}}}}
+    write_run(run_dir, body)
     ids = [f"s{i}" for i in range(N)]
     order = torch.randperm(N, generator=torch.Generator().manual_seed(len(model)))  # stored in another order
     write_predictions(run_dir, {"test": SplitPredictions([ids[i] for i in order], target[order], probs[:, order])})

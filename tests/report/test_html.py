@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from synthetic_runs import fingerprint
 
 from evalkit.cli import main
 from evalkit.stats.config import StatsConfig
@@ -75,6 +76,8 @@ def test_html_is_self_contained_and_every_number_links_to_its_run(report: Path):
                     "Provenance"):
         assert section in text
     assert "runs/task_a/best/run-1/results.json" in text  # relative to the working directory
+    # provenance: the model's identity, and the resolved config.yaml written beside results.json
+    assert f"{fingerprint('best')} (from the weights)" in text and "protocol: sgd_kaiko" in text
 
 
 def test_report_without_html_writes_no_page(runs: Path, tmp_path: Path):

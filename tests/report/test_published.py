@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
+from synthetic_runs import results, summary, write_run
 
 from evalkit.heads.protocols import PROTOCOLS
 from evalkit.report.regress import CSV_COLUMNS, load_baseline
@@ -130,7 +131,7 @@ def test_eva_values(model, task, split, mean):
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_load_baseline(path: Path):
     rows = _rows(path)
-    baseline = load_baseline(path, ["balanced_accuracy", "dice"])
+    baseline = {(e.model, e.task, e.split, e.metric): e for e in load_baseline(path, ["balanced_accuracy", "dice"])}
     assert len(baseline) == len(rows)
     for r in rows:
         entry = baseline[(r["model"], r["task"], r["split"], r["metric"])]
@@ -141,17 +142,11 @@ def test_load_baseline(path: Path):
 
 def test_regress_against_the_kaiko_table(tmp_path: Path, capsys: pytest.CaptureFixture):
     """A CRC run of the random ViT-S/16 against kaiko's 0.617 ± 0.008: allowed drop max(0.01, 2 x 0.008)."""
-    import json
-
     from evalkit.cli import main
 
     def run(mean: float) -> Path:
-        folder = tmp_path / f"run-{mean}"
-        folder.mkdir()
-        (folder / "results.json").write_text(json.dumps({
-            "task": "crc", "model": "vit_small_patch16_224-random", "protocol": "sgd_kaiko", "n_runs": 5,
-            "metrics": {"val": {"balanced_accuracy": {"mean": mean, "std": 0.005, "runs": [mean] * 5}}}}))
-        return folder
+        return write_run(tmp_path / f"run-{mean}", results("crc", "vit_small_patch16_224-random",
+                                                             {"val": {"balanced_accuracy": summary(mean, 0.005)}}))
 
     assert main(["regress", str(run(0.605)), "--baseline", str(KAIKO)]) == 0
     out = capsys.readouterr().out

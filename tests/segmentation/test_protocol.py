@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
+import yaml
 
 from consep_fixture import build_learnable_consep
 from evalkit.cli import main
@@ -73,7 +75,11 @@ def test_crop_symmetries_move_image_and_mask_together():
     assert (pool.top == again.top).all() and (pool.symmetry == again.symmetry).all()
 
 
-def test_a_short_run_on_the_fixture_learns_and_writes_its_outputs(tmp_path: Path):
+@pytest.mark.parametrize("decoder,runs,steps", [
+    ("linear", 2, 40),
+    pytest.param("mask2former", 1, 60, marks=pytest.mark.slow),  # about 4 s a step on a small CPU
+])
+def test_a_short_run_on_the_fixture_learns_and_writes_its_outputs(tmp_path: Path, decoder: str, runs: int, steps: int):
     data = tmp_path / "data"
     build_learnable_consep(data)
     model = tmp_path / "vit_tiny.yaml"
@@ -81,16 +87,43 @@ def test_a_short_run_on_the_fixture_learns_and_writes_its_outputs(tmp_path: Path
     code = main(["predict_fit", "--config", str(CONFIGS / "tasks" / "consep.yaml"), "--config", str(model),
                  "--task.dataset.init_args.allow_subset", "true", "--data_root", str(data),
                  "--embeddings_root", str(tmp_path / "emb"), "--results_root", str(tmp_path / "res"),
-                 "--seg.n_runs", "1", "--seg.max_steps", "60", "--seg.crops_per_image", "8", "--seg.batch_size", "8",
-                 "--seg.eval_every", "5"])
+                 "--seg.decoder", decoder, "--seg.n_runs", str(runs), "--seg.max_steps", str(steps),
+                 "--seg.crops_per_image", "8", "--seg.batch_size", "8", "--seg.eval_every", "5"])
     assert code == 0
     [path] = (tmp_path / "res").rglob("results.json")
     results = json.loads(path.read_text())
+    assert results["schema_version"] == 2
+    assert results["evaluation"] == "segmentation" and results["protocol"] == decoder
+    assert results["primary_metric"] == "dice" and results["n_runs"] == runs and results["num_classes"] == len(CLASSES)
     dice = results["metrics"]["test"]["dice"]["mean"]
-    start = results["curves"]["test"]["untrained"]["dice"]
+    start = results["curves"]["training"]["test"]["untrained"]["dice"]
     assert dice > start + 0.1, (start, dice)
+    assert len(results["curves"]["training"]["test"]["runs"]) == runs
+    assert len(results["metrics"]["test"]["dice"]["runs"]) == runs
     assert {row["class"] for row in results["per_class"]["test"]} == set(CLASSES)
-    assert results["head"]["decoder"] == "mask2former" and results["head"]["seconds_per_epoch"] > 0
+    assert results["settings"]["decoder"] == decoder and results["settings"]["seconds_per_epoch"] > 0
+    assert results["settings"]["crops_per_image"] == 8 and "head" not in results
+    # Every metric's metadata, the per-class ones included, as fit recorded it.
+    info = results["metric_info"]
+    assert {"dice", "miou"} <= set(info) and info["dice"]["higher_is_better"] is True
+    assert {f"dice_{name}" for name in CLASSES} <= set(info) and {f"iou_{name}" for name in CLASSES} <= set(info)
+    provenance = results["provenance"]
+    assert provenance["fingerprint_source"] == "weights" and "config" not in provenance
+    assert sorted(provenance["cache_files"]) == ["test", "train"]
+    assert Path(provenance["cache_files"]["train"]).name.startswith("train-crop_pool-")
+    assert Path(provenance["cache_files"]["test"]).name.startswith("test-grid-")
+    config = yaml.safe_load((path.parent / "config.yaml").read_text())
+    assert config["seg"]["max_steps"] == steps and "head" not in config
+    # predictions.h5: every run's stitched class map of every test image, beside its target.
+    with h5py.File(path.parent / "predictions.h5", "r") as f:
+        assert list(f) == ["test"] and f["test"].attrs["kind"] == "class_maps"
+        assert [s.decode() if isinstance(s, bytes) else s for s in f["test/ids"][()]] == [
+            "Test/Images/test_1.png", "Test/Images/test_2.png"]
+        for j in range(2):
+            assert f[f"test/target/{j}"].shape == (288, 288)
+            assert f[f"test/class_maps/{j}"].shape == (runs, 288, 288)
+            assert f[f"test/class_maps/{j}"].dtype == "uint8"
+            assert int(f[f"test/class_maps/{j}"][()].max()) < len(CLASSES)
     assert {p.name for p in path.parent.glob("*.png")} == {"training_curve_test.png", "overlay_test_test_1.png",
                                                            "overlay_test_test_2.png"}
 
@@ -123,5 +156,6 @@ def test_embedding_on_an_absent_gpu_is_one_line(tmp_path: Path, capsys):
                  "--embeddings_root", str(tmp_path / "emb"), "--embed.accelerator", "gpu"])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == "evalkit: error: embed.accelerator is 'cuda' but this machine has no CUDA GPU; use auto or cpu"
+    # the same line as for classification: both embed through the one predict loop
+    assert err.startswith("evalkit: error: --embed.accelerator gpu") and "use --embed.accelerator auto or cpu" in err
     assert not list((tmp_path / "emb").rglob("*.h5"))

@@ -1,4 +1,5 @@
-"""Weighted metrics against the unweighted ones and materialised resamples; bootstrap intervals' known behaviour."""
+"""Weighted metrics against materialised resamples; one number for early stopping, the estimate and the bootstrap;
+bootstrap intervals' known behaviour."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics import METRICS, classification_metrics
+from evalkit.metrics import CLASSIFICATION_METRICS, balanced_accuracy, classification_metrics, confusion_matrices
 from evalkit.stats import bootstrap_ci, bootstrap_weights, weighted_metrics
 
 # Resamples that miss a class predicted elsewhere are the point of some tests.
@@ -30,7 +31,7 @@ def _case(seed: int, n: int = 300, classes: int = 5, runs: int = 3, absent: tupl
 
 
 def _probs(logits: torch.Tensor) -> torch.Tensor:
-    return logits.float().softmax(dim=-1)  # exactly what classification_metrics scores
+    return logits.float().softmax(dim=-1)  # as fit_linear_probe stores them
 
 
 def _reference(target: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -46,25 +47,21 @@ def _reference(target: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     (0, 2, (), False), (1, 5, (), False), (2, 9, (), False), (3, 5, (2,), False), (4, 9, (0, 7), True),
     (5, 4, (), True),
 ])
-def test_unit_weights_equal_classification_metrics(seed, classes, absent, ties):
+def test_early_stopping_point_estimate_and_bootstrap_are_one_number(seed, classes, absent, ties):
+    """The three uses of a metric run the same float64 code: equal bit for bit, not within a tolerance."""
     logits, target = _case(seed, classes=classes, absent=absent, ties=ties)
-    ours = weighted_metrics(torch.ones(1, len(target)), target, _probs(logits), classes)
-    assert set(ours) == set(METRICS)
-    for r in range(logits.shape[0]):
-        expected = classification_metrics(logits[r], target, classes)
-        for name, value in expected.items():
-            assert ours[name].shape == (1, logits.shape[0])
-            assert float(ours[name][0, r]) == pytest.approx(value, abs=1e-6), (name, r)
-
-
-def test_an_absent_class_that_is_predicted():
-    """Absent from the targets but predicted: counts as an F1 of 0, not in balanced accuracy or AUROC."""
-    target = torch.tensor([0, 0, 1, 1, 1, 2])
-    preds = torch.tensor([0, 3, 1, 1, 3, 2])
-    logits = torch.nn.functional.one_hot(preds, 4).float() * 5
-    ours = weighted_metrics(torch.ones(1, 6), target, _probs(logits), 4)
-    for name, value in classification_metrics(logits, target, 4).items():
-        assert float(ours[name]) == pytest.approx(value, abs=1e-6), name
+    probs = _probs(logits)
+    early_stopping = balanced_accuracy(confusion_matrices(probs.argmax(dim=-1), target, classes))
+    point = classification_metrics(probs, target, classes)
+    unit = weighted_metrics(torch.ones(1, len(target)), target, probs, classes)
+    ci = bootstrap_ci(target, probs, classes, n_resamples=2, seed=0)
+    assert early_stopping.dtype == torch.float64
+    assert torch.equal(early_stopping, point["balanced_accuracy"])
+    assert list(unit) == list(point) == list(ci) == list(CLASSIFICATION_METRICS)
+    for name in CLASSIFICATION_METRICS:
+        assert unit[name].dtype == point[name].dtype == torch.float64, name
+        assert torch.equal(unit[name][0], point[name]), name
+        assert ci[name]["estimate"] == float(point[name].mean()), name
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -83,7 +80,7 @@ def test_counts_equal_materialised_resamples(ties):
         for r in range(2):
             expected = _reference(target[rows].numpy(), probs[r, rows].double().numpy())
             for name, value in expected.items():
-                assert float(ours[name][b, r]) == pytest.approx(value, abs=1e-9), (name, b, r)
+                assert float(ours[name][b, r]) == pytest.approx(value, abs=1e-12), (name, b, r)
     assert missing_rare > 0  # the case of a class absent from a resample was exercised
 
 
@@ -92,7 +89,7 @@ def test_scaling_the_weights_changes_nothing():
     weights = torch.rand(3, 200, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     a = weighted_metrics(weights, target, _probs(logits), 5)
     b = weighted_metrics(weights * 7.25, target, _probs(logits), 5)
-    for name in METRICS:
+    for name in CLASSIFICATION_METRICS:
         torch.testing.assert_close(a[name], b[name], rtol=1e-12, atol=1e-12)
 
 
@@ -129,12 +126,12 @@ def test_bootstrap_ci_is_reproducible_and_contains_the_estimate():
     a = bootstrap_ci(target, probs, 4, n_resamples=200, seed=3)
     assert a == bootstrap_ci(target, probs, 4, n_resamples=200, seed=3)
     assert a != bootstrap_ci(target, probs, 4, n_resamples=200, seed=4)
-    assert set(a) == set(METRICS)
+    assert set(a) == set(CLASSIFICATION_METRICS)
     for name, ci in a.items():
         assert ci["low"] < ci["estimate"] < ci["high"], name
         assert ci["n_resamples"] == 200 and ci["confidence"] == 0.95
-        expected = np.mean([classification_metrics(logits[r], target, 4)[name] for r in range(3)])
-        assert ci["estimate"] == pytest.approx(expected, abs=1e-6)
+        expected = np.mean([_reference(target.numpy(), probs[r].double().numpy())[name] for r in range(3)])
+        assert ci["estimate"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_interval_width_shrinks_like_one_over_sqrt_n():
@@ -143,7 +140,7 @@ def test_interval_width_shrinks_like_one_over_sqrt_n():
     for n in (2000, 8000):
         logits, target = _case(11, n=n, classes=4, runs=2, signal=1.0)
         cis[n] = bootstrap_ci(target, _probs(logits), 4, n_resamples=400, seed=0)
-    for name in METRICS:
+    for name in CLASSIFICATION_METRICS:
         small, large = cis[2000][name], cis[8000][name]
         assert 0.35 < (large["high"] - large["low"]) / (small["high"] - small["low"]) < 0.65, name
         assert 0.4 < large["std"] / small["std"] < 0.6, name
@@ -158,15 +155,9 @@ def test_accuracy_std_is_binomial():
     assert ci["accuracy"]["high"] - ci["accuracy"]["low"] == pytest.approx(2 * 1.96 * ci["accuracy"]["std"], rel=0.1)
 
 
-@pytest.mark.parametrize("call,match", [
+@pytest.mark.parametrize("call,match", [  # the scorer's own checks are tested in tests/metrics
     (lambda t, p: weighted_metrics(torch.ones(1, 9), t, p, 3), "weights of shape"),
-    (lambda t, p: weighted_metrics(-torch.ones(1, 10), t, p, 3), "non-negative"),
-    (lambda t, p: weighted_metrics(torch.ones(1, 10), t, p, 4), "4 classes"),
-    (lambda t, p: weighted_metrics(torch.ones(1, 10), t + 1, p, 3), r"target classes in \[0, 2\]"),
-    (lambda t, p: weighted_metrics(torch.ones(1, 10), t.float(), p, 3), "integer class indices"),
-    (lambda t, p: weighted_metrics(torch.ones(1, 10), t[:5], p, 3), "target of shape"),
-    (lambda t, p: weighted_metrics(torch.ones(1, 10), t, p, 3, metrics=["auc"]), "unknown metric"),
-    (lambda t, p: weighted_metrics(torch.ones(1, 10), t, p * math.nan, 3), "finite class probabilities"),
+    (lambda t, p: bootstrap_ci(t, p, 3, metrics=["auc"]), "expected metrics among"),
     (lambda t, p: bootstrap_ci(t, p, 3, confidence=95), "confidence"),
     (lambda t, p: bootstrap_ci(t, p, 3, n_resamples=0), "n_resamples"),
 ])

@@ -7,8 +7,8 @@ import torch
 from scipy.stats import binomtest, chi2
 
 from evalkit.errors import EvalkitError
-from evalkit.metrics import METRICS
-from evalkit.stats import consensus_predictions, mcnemar, paired_bootstrap
+from evalkit.metrics import CLASSIFICATION_METRICS, classification_metrics
+from evalkit.stats import bootstrap_ci, consensus_predictions, mcnemar, paired_bootstrap
 
 
 def _model(target: torch.Tensor, classes: int, signal: float, seed: int, runs: int = 3) -> torch.Tensor:
@@ -22,7 +22,7 @@ def _target(n: int, classes: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("metric", sorted(METRICS))
+@pytest.mark.parametrize("metric", sorted(CLASSIFICATION_METRICS))
 def test_identical_models_differ_by_nothing(metric):
     target = _target(300, 4)
     probs = _model(target, 4, 1.0, seed=1)
@@ -40,6 +40,17 @@ def test_a_clearly_better_model_is_significant():
     assert out["ci_low"] > 0 and out["ci_low"] < out["diff"] < out["ci_high"]
     assert out["p_value"] < 0.01
     assert out["p_value"] == pytest.approx(1 / 501)  # never below 1 / (n_resamples + 1)
+
+
+@pytest.mark.parametrize("metric", CLASSIFICATION_METRICS)
+def test_estimates_are_the_point_estimates(metric):
+    """The paired test scores through the same float64 core as the reported numbers and bootstrap_ci."""
+    target = _target(250, 4)
+    a, b = _model(target, 4, 1.0, seed=1), _model(target, 4, 0.7, seed=2, runs=2)
+    out = paired_bootstrap(target, a, b, 4, metric=metric, n_resamples=100, seed=3)
+    assert out["estimate_a"] == float(classification_metrics(a, target, 4)[metric].mean())
+    assert out["estimate_b"] == float(classification_metrics(b, target, 4)[metric].mean())
+    assert out["estimate_b"] == bootstrap_ci(target, b, 4, n_resamples=1, metrics=[metric])[metric]["estimate"]
 
 
 def test_a_tiny_difference_is_not_significant():
@@ -75,7 +86,7 @@ def test_paired_bootstrap_is_reproducible():
 def test_paired_bootstrap_errors():
     target = _target(50, 3)
     a = _model(target, 3, 1.0, seed=1)
-    with pytest.raises(EvalkitError, match="unknown metric"):
+    with pytest.raises(EvalkitError, match="expected metrics among"):
         paired_bootstrap(target, a, a, 3, metric="auc")
     with pytest.raises(EvalkitError, match="same"):
         paired_bootstrap(target, a, a[:, :40], 3)

@@ -20,7 +20,7 @@ from evalkit.stats import cliques, friedman, nemenyi_critical_difference
 def test_friedman_matches_scipy(seed, n_blocks, k, ties):
     rng = np.random.default_rng(seed)
     scores = rng.integers(0, 4, (n_blocks, k)).astype(float) if ties else rng.random((n_blocks, k))
-    ours = friedman(scores)
+    ours = friedman(scores, higher_is_better=True)
     expected = friedmanchisquare(*scores.T)  # scipy takes one argument per model (treatment)
     assert ours["statistic"] == pytest.approx(expected.statistic, rel=1e-12)
     assert ours["p_value"] == pytest.approx(expected.pvalue, rel=1e-10)
@@ -38,7 +38,7 @@ def test_average_ranks_by_hand():
         [0.6, 0.9, 0.7, 0.5],  # ranks 3, 1, 2, 4
         [0.8, 0.7, 0.9, 0.6],  # ranks 2, 3, 1, 4
     ])
-    out = friedman(scores)
+    out = friedman(scores, higher_is_better=True)
     assert out["average_ranks"] == pytest.approx([2.0, 6.5 / 3, 5.5 / 3, 4.0])
     lower = friedman(scores, higher_is_better=False)  # the same scores as errors: ranks reverse
     assert lower["average_ranks"] == pytest.approx([5 - r for r in out["average_ranks"]])
@@ -47,10 +47,10 @@ def test_average_ranks_by_hand():
 
 def test_identical_rankings_and_all_ties():
     same = np.tile([0.9, 0.8, 0.7], (5, 1))
-    out = friedman(same)
+    out = friedman(same, higher_is_better=True)
     assert out["statistic"] == pytest.approx(5 * 2)  # the maximum, n (k - 1)
     assert out["iman_davenport_f"] == math.inf and out["iman_davenport_p"] == 0.0
-    flat = friedman(np.ones((4, 3)))
+    flat = friedman(np.ones((4, 3)), higher_is_better=True)
     assert flat["statistic"] == 0.0 and flat["p_value"] == 1.0 and flat["average_ranks"] == [2.0, 2.0, 2.0]
 
 
@@ -79,13 +79,15 @@ def test_nemenyi_needs_two_models_and_two_tasks(k, n_blocks):
 
 def test_friedman_errors():
     with pytest.raises(EvalkitError, match="at least 2 models and 2 tasks"):
-        friedman(np.ones((1, 4)))
+        friedman(np.ones((1, 4)), True)
     with pytest.raises(EvalkitError, match="at least 2 models and 2 tasks"):
-        friedman(np.ones((5, 1)))
+        friedman(np.ones((5, 1)), True)
     with pytest.raises(EvalkitError, match="shape"):
-        friedman(np.ones(5))
+        friedman(np.ones(5), True)
     with pytest.raises(EvalkitError, match="finite"):
-        friedman(np.array([[0.5, np.nan], [0.4, 0.3]]))
+        friedman(np.array([[0.5, np.nan], [0.4, 0.3]]), True)
+    with pytest.raises(EvalkitError, match="no better end cannot be ranked"):  # e.g. alpha_req: never ranked
+        friedman(np.ones((3, 3)), None)
 
 
 def test_cliques_by_hand():

@@ -60,7 +60,9 @@ class DatasetSpec:
     """
 
     official_counts: dict[str, dict[str, int]] = {}
-    task_type: str = "classification"
+    # The evaluations (registry names, :mod:`evalkit.evaluations`) a task on these data runs unless its config
+    # names others; the first is the default, ``--evaluation`` picks another.
+    evaluations: tuple[str, ...] = ("linear_probe", "knn")
     class_names: list[str] | None = None  # the fixed class list of a published dataset, in label order
 
     def __init__(self, root: str, allow_subset: bool = False) -> None:
@@ -106,6 +108,19 @@ class DatasetSpec:
     def read_image(self, listing: SplitListing, index: int) -> Image.Image:
         """Decode sample ``index`` of ``listing`` as RGB (one file per sample by default)."""
         return read_rgb(listing.paths[index])
+
+    def read_mask(self, listing: SplitListing, index: int) -> np.ndarray:
+        """The class map (H×W) of sample ``index``, for dense evaluations; datasets with label maps override it."""
+        raise EvalkitError(f"{type(self).__name__} has no label maps, which segmentation needs; use a dataset with "
+                           "masks (e.g. CoNSeP) or another evaluation")
+
+    def check_sample(self, listing: SplitListing, index: int) -> None:
+        """Decode everything sample ``index`` holds (``evalkit data check``); raises EvalkitError if it cannot."""
+        self.read_image(listing, index).load()
+
+    def cache_file(self, split: str) -> Path | None:
+        """A cache file that already holds this split's features (bring-your-own embeddings), else None."""
+        return None
 
     def config(self) -> dict[str, Any]:
         """The arguments that decide which samples a split holds (enters the cache key)."""

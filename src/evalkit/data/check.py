@@ -12,13 +12,11 @@ from evalkit.task import Task
 
 
 def _unreadable(spec: DatasetSpec, listing: SplitListing, workers: int) -> list[str]:
-    """Why each sample whose image (or mask, for segmentation) cannot be decoded in full failed."""
+    """Why each sample that cannot be decoded in full (image, and mask where it has one) failed."""
 
     def bad(index: int) -> str | None:
         try:
-            spec.read_image(listing, index).load()
-            if hasattr(spec, "read_mask"):
-                spec.read_mask(listing, index)
+            spec.check_sample(listing, index)
         except EvalkitError as exc:
             return str(exc)
         return None

@@ -39,7 +39,7 @@ class CoNSeP(DatasetSpec):
         allow_subset: accept other numbers of images (tests, quick runs).
     """
 
-    task_type = "segmentation"
+    evaluations = ("segmentation",)
     official_images = {"train": 27, "test": 14}
     class_names = CLASSES
     official_counts = {split: {} for split in official_images}
@@ -69,6 +69,10 @@ class CoNSeP(DatasetSpec):
     def mask_path(self, listing: SplitListing, index: int) -> Path:
         image = listing.paths[index]
         return image.parent.parent / "Labels" / f"{image.stem}.mat"
+
+    def check_sample(self, listing: SplitListing, index: int) -> None:
+        super().check_sample(listing, index)
+        self.read_mask(listing, index)
 
     def read_mask(self, listing: SplitListing, index: int) -> np.ndarray:
         """The merged class map (H×W, int64) of sample ``index``."""

@@ -28,7 +28,7 @@ class PrecomputedEmbeddings(DatasetSpec):
             "test": test_h5 or os.environ.get("TEST_H5"),
         }
 
-    def h5_path(self, split: str) -> Path:
+    def cache_file(self, split: str) -> Path:
         path = self.files.get(split)
         if not path:
             raise EvalkitError(f"no embeddings file for split '{split}'; set {split.upper()}_H5 or --task.dataset.{split}_h5")

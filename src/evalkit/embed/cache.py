@@ -1,12 +1,18 @@
-"""The HDF5 embedding cache (DESIGN.md): one content-addressed file per (model, dataset, split).
+"""The feature cache (DESIGN.md, "The embedding cache"): one content-addressed HDF5 file per
+(model, dataset, split, feature kind), written by one writer for every kind of feature.
 
-Writing is crash-safe in two steps. While the forward passes run, every finished batch
-is saved as its own small file under ``<name>.partial/`` (written to a temporary name,
-then renamed, so a killed process leaves only whole batches). When every batch is
-there, they are streamed into ``<name>.h5.tmp``, which is renamed to ``<name>.h5``.
-A reader therefore never sees a half-written cache, and a restarted run redoes only
-the batches that were not saved, with the same batch boundaries, so its file equals
-an uninterrupted run's.
+A kind is what an evaluation asks ``predict`` to embed (:mod:`evalkit.embed.features`):
+pooled rows (``embeddings`` [N, D]) for the probes, feature maps of a crop pool or a test
+grid (``features/<i>`` [P, C, h, w]) for segmentation, later slide bags. Whatever the kind,
+writing is crash-safe in two steps. While the forward passes run, every finished batch is
+saved as its own small file under ``<name>.partial/`` (written to a temporary name, then
+renamed, so a killed process leaves only whole batches). When every batch is there they are
+streamed into ``<name>.h5.tmp``, which is renamed to ``<name>.h5``. A reader therefore
+never sees a half-written cache, and a restarted run redoes only the batches that were not
+saved, with the same batch boundaries, so its file equals an uninterrupted run's.
+
+Every file carries ``schema_version`` and ``kind``; a file of another schema is refused in
+one line that says how to regenerate it, never read as if it were current.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,33 +34,31 @@ import torch
 from evalkit import __version__
 from evalkit.errors import EvalkitError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+ROWS = "rows"  # the kind of the pooled-embedding cache that the probes read
 REQUIRED_DATASETS = ("embeddings", "labels", "ids")
-REQUIRED_ATTRS = ("model", "model_fingerprint", "dataset", "split", "transform", "complete", "evalkit_version")
+REQUIRED_ATTRS = ("schema_version", "kind", "model", "model_fingerprint", "dataset", "split", "transform", "complete",
+                  "evalkit_version")
+FAULT_HOOK = "EVALKIT_FAULT_AFTER_BATCHES"  # tests: SIGKILL this process after it saved that many batches
 _BATCH_FILE = re.compile(r"^batch-(\d+)\.npz$")
+_ARRAY_PREFIX = "a:"  # batch-file keys of the embedded arrays, beside "indices" and "skipped"
+_CHUNK_BYTES = 1 << 20
 
 
-def cache_key(model_fingerprint: str, dataset_identity: str, split: str) -> str:
-    """Same weights, transform, data and split -> same key."""
+def cache_key(model_fingerprint: str, dataset_identity: str, split: str, settings: dict[str, Any] | None = None) -> str:
+    """Same weights, transform, data, split and feature settings -> same key."""
     blob = json.dumps({"schema": SCHEMA_VERSION, "model": model_fingerprint, "dataset": dataset_identity,
-                       "split": split}, sort_keys=True)
+                       "split": split, "settings": settings or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def cache_path(embeddings_root: str | Path, task: str, model: str, split: str, key: str) -> Path:
-    return Path(embeddings_root) / task / model / f"{split}-{key[:16]}.h5"
-
-
-def split_cache_file(embeddings_root: str | Path, task: str, model: str, model_fingerprint: str,
-                     dataset_identity: str, split: str) -> tuple[str, Path]:
-    """The key and path of one split's cache file: the one recipe that ``predict`` and ``fit`` share."""
-    key = cache_key(model_fingerprint, dataset_identity, split)
-    return key, cache_path(embeddings_root, task, model, split, key)
+def cache_path(embeddings_root: str | Path, task: str, model: str, split: str, key: str, kind: str = ROWS) -> Path:
+    return Path(embeddings_root) / task / model / f"{split}-{kind}-{key[:16]}.h5"
 
 
 @dataclass
 class Embeddings:
-    """A split's cached embeddings, held as tensors for head fitting."""
+    """A split's cached pooled rows, held as tensors for head fitting."""
 
     embeddings: torch.Tensor  # [N, D] float32
     labels: torch.Tensor  # [N] int64
@@ -67,7 +72,48 @@ class Embeddings:
         return json.loads(raw) if raw else None
 
 
-def _schema_problem(f: h5py.File) -> str | None:
+def check_schema(f: h5py.File, path: Path, kind: str) -> None:
+    """Refuse, in one line, a file that is not a complete cache of this schema and kind."""
+    version = f.attrs.get("schema_version")
+    if "model_fingerprint" in f.attrs and version is None:
+        version = 1  # evalkit before schema versions
+    if version is not None and int(version) != SCHEMA_VERSION:
+        raise EvalkitError(f"{path} is a feature cache of schema {int(version)}; this evalkit reads schema "
+                           f"{SCHEMA_VERSION}: delete it and rerun `evalkit predict` (same task and model) to regenerate it")
+    found = f.attrs.get("kind")
+    if version is None or found is None:
+        raise EvalkitError(f"{path} is not an evalkit feature cache (no schema_version/kind attribute); point at a "
+                           "file written by `evalkit predict`")
+    if found != kind:
+        raise EvalkitError(f"{path} holds '{found}' features, not the '{kind}' this evaluation reads; point at a file "
+                           "written by `evalkit predict` for this evaluation")
+    if not bool(f.attrs.get("complete")):
+        raise EvalkitError(f"{path} is incomplete; rerun `evalkit predict` to finish it")
+
+
+def open_cache(path: str | Path, kind: str) -> h5py.File:
+    """Open a complete cache file of ``kind`` for reading; anything else is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalkitError(f"feature cache not found: {path}; run `evalkit predict` with the same task and model first")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise EvalkitError(f"cannot read {path} as HDF5 ({exc}); point at a cache file written by `evalkit predict` "
+                           "(a damaged cache under EMBEDDINGS_ROOT can be deleted and re-made)") from None
+    try:
+        check_schema(f, path, kind)
+    except EvalkitError:
+        f.close()
+        raise
+    return f
+
+
+def plain_attrs(f: h5py.File) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+
+
+def _rows_problem(f: h5py.File) -> str | None:
     for name in REQUIRED_DATASETS:
         if name not in f:
             return f"no '{name}' dataset"
@@ -81,33 +127,31 @@ def _schema_problem(f: h5py.File) -> str | None:
 
 
 def read_embeddings(path: str | Path) -> Embeddings:
-    """Read and check a cache file; anything that is not a complete evalkit cache is a one-line error."""
+    """Read and check a pooled-rows cache file; anything that is not a complete one is a one-line error."""
     path = Path(path)
-    if not path.is_file():
-        raise EvalkitError(f"embeddings file not found: {path}; run `evalkit predict` with the same task and model first")
-    try:
-        with h5py.File(path, "r") as f:
-            problem = _schema_problem(f)
-            if problem:
-                raise EvalkitError(f"{path} is not an evalkit embedding cache ({problem}); point at a file written by `evalkit predict`")
-            if not bool(f.attrs["complete"]):
-                raise EvalkitError(f"{path} is incomplete; rerun `evalkit predict` to finish it")
-            embeddings = torch.from_numpy(f["embeddings"][...].astype(np.float32, copy=False))
-            labels = torch.from_numpy(f["labels"][...].astype(np.int64, copy=False))
-            ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][...]]
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-    except OSError as exc:
-        raise EvalkitError(f"cannot read {path} as HDF5 ({exc}); point at a cache file written by `evalkit predict` "
-                           "(a damaged cache under EMBEDDINGS_ROOT can be deleted and re-made)") from None
+    with open_cache(path, ROWS) as f:
+        problem = _rows_problem(f)
+        if problem:
+            raise EvalkitError(f"{path} is not an evalkit embedding cache ({problem}); point at a file written by "
+                               "`evalkit predict`")
+        embeddings = torch.from_numpy(f["embeddings"][...].astype(np.float32, copy=False))
+        labels = torch.from_numpy(f["labels"][...].astype(np.int64, copy=False))
+        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][...]]
+        attrs = plain_attrs(f)
     return Embeddings(embeddings, labels, ids, attrs, path)
 
 
-def is_complete(path: Path) -> bool:
-    """True for a whole cache file; a file of another schema is an error, never overwritten."""
+def is_complete(path: Path, kind: str = ROWS) -> bool:
+    """True for a whole cache file; a file of another schema or kind is an error, never overwritten."""
     if not path.is_file():
         return False
-    read_embeddings(path)  # raises on a foreign or broken file
+    open_cache(path, kind).close()
     return True
+
+
+def _fault_hook() -> int | None:
+    value = os.environ.get(FAULT_HOOK, "").strip()
+    return int(value) if value else None
 
 
 class PartialCache:
@@ -116,6 +160,7 @@ class PartialCache:
     def __init__(self, final_path: Path, batch_size: int) -> None:
         self.final_path = final_path
         self.dir = final_path.with_suffix(".partial")
+        self.saved_here = 0
         meta = self.dir / "meta.json"
         if meta.is_file():  # resume with the batch boundaries of the first run
             batch_size = json.loads(meta.read_text())["batch_size"]
@@ -127,21 +172,32 @@ class PartialCache:
     def done_batches(self) -> set[int]:
         return {int(m.group(1)) for p in self.dir.iterdir() if (m := _BATCH_FILE.match(p.name))}
 
-    def write_batch(self, indices: np.ndarray, embeddings: np.ndarray, readable: np.ndarray | None = None) -> None:
-        """Save one batch; rows marked unreadable are recorded as skipped, not stored."""
+    def write_batch(self, indices: np.ndarray, arrays: dict[str, np.ndarray] | np.ndarray,
+                    readable: np.ndarray | None = None) -> None:
+        """Save one batch of named arrays (a bare array is ``embeddings``); rows marked unreadable
+        are recorded as skipped, not stored."""
+        if not isinstance(arrays, dict):
+            arrays = {"embeddings": arrays}
         batch_id = int(indices[0]) // self.batch_size
         keep = np.ones(len(indices), dtype=bool) if readable is None else readable.astype(bool)
         tmp = self.dir / f"batch-{batch_id:08d}.{os.getpid()}.tmp.npz"  # ranks may write the same batch
-        np.savez(tmp, indices=indices[keep].astype(np.int64), embeddings=embeddings[keep],
-                 skipped=indices[~keep].astype(np.int64))
+        np.savez(tmp, indices=indices[keep].astype(np.int64), skipped=indices[~keep].astype(np.int64),
+                 **{_ARRAY_PREFIX + name: value[keep] for name, value in arrays.items()})
         os.replace(tmp, self.dir / f"batch-{batch_id:08d}.npz")
+        self.saved_here += 1
+        if _fault_hook() is not None and self.saved_here >= _fault_hook():
+            os.kill(os.getpid(), signal.SIGKILL)  # a deterministic kill point for the resume tests
 
-    def assemble(self, ids: list[str], labels: np.ndarray, attrs: dict[str, Any], dtype: str = "float32") -> list[str]:
+    def assemble(self, n: int, dtypes: dict[str, str], attrs: dict[str, Any],
+                 per_sample: dict[str, np.ndarray] | None = None,
+                 extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Stream the batch files into the final HDF5 file (via a temporary name), then drop them.
 
-        Returns the ids of the samples left out as unreadable (recorded in ``skipped_ids``).
+        ``dtypes`` names the embedded arrays and their storage type; ``per_sample`` arrays (one
+        entry per sample: labels, ids) lose the skipped samples' entries as the embedded arrays
+        do (their ``ids`` are recorded in the ``skipped_ids`` attribute); ``extra`` arrays are written
+        as they are. Returns the indices of the skipped samples.
         """
-        n = len(ids)
         batch_files = sorted(p for p in self.dir.iterdir() if _BATCH_FILE.match(p.name))
         skipped = np.sort(np.concatenate([np.load(f)["skipped"] for f in batch_files] or [np.zeros(0, np.int64)]))
         rows = n - len(skipped)
@@ -151,40 +207,57 @@ class PartialCache:
         seen[skipped] = True
         tmp = self.final_path.with_suffix(".h5.tmp")
         with h5py.File(tmp, "w") as f:
-            dset = None
+            datasets: dict[str, h5py.Dataset] = {}
             for file in batch_files:
                 with np.load(file) as batch:
-                    indices, emb = batch["indices"], batch["embeddings"]
+                    indices = batch["indices"]
+                    values = {name: batch[_ARRAY_PREFIX + name] for name in dtypes}
                 if len(indices) == 0:
                     continue
-                if dset is None:
-                    dim = emb.shape[1]
-                    dset = f.create_dataset("embeddings", shape=(rows, dim), dtype=dtype,
-                                            chunks=(min(rows, max(1, 2**20 // (dim * 4))), dim))
+                if not datasets:
+                    datasets = {name: _create(f, name, rows, value.shape[1:], dtypes[name])
+                                for name, value in values.items()}
                 # A sample's row is its index minus the skipped samples before it.
                 positions = indices - np.searchsorted(skipped, indices)
                 lo, hi = int(positions[0]), int(positions[-1]) + 1
-                if hi - lo == len(positions) and np.all(np.diff(positions) == 1):
-                    dset[lo:hi] = emb
-                else:
-                    order = np.argsort(positions)
-                    dset[positions[order]] = emb[order]
+                contiguous = hi - lo == len(positions) and bool(np.all(np.diff(positions) == 1))
+                order = None if contiguous else np.argsort(positions)
+                for name, value in values.items():
+                    if contiguous:
+                        datasets[name][lo:hi] = value
+                    else:
+                        datasets[name][positions[order]] = value[order]
                 seen[indices] = True
-            if dset is None or not seen.all():
-                missing = n - int(seen.sum()) if dset is not None else n
+            if not datasets or not seen.all():
+                missing = n - int(seen.sum()) if datasets else n
                 raise EvalkitError(f"{missing} of {n} embeddings missing in {self.dir}; rerun `evalkit predict` to finish")
             keep = np.ones(n, dtype=bool)
             keep[skipped] = False
-            f.create_dataset("labels", data=labels[keep].astype(np.int64))
-            kept_ids = [i for i, k in zip(ids, keep) if k]
-            f.create_dataset("ids", data=np.asarray(kept_ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            skipped_ids = [ids[i] for i in skipped.tolist()]
-            for key, value in {**attrs, "evalkit_version": __version__, "complete": True,
-                               "skipped_ids": json.dumps(skipped_ids)}.items():
-                f.attrs[key] = value
+            for name, value in (per_sample or {}).items():
+                _write_array(f, name, np.asarray(value)[keep])
+            for name, value in (extra or {}).items():
+                _write_array(f, name, np.asarray(value), compress=True)
+            ids = (per_sample or {}).get("ids")
+            skipped_ids = [str(ids[i]) for i in skipped.tolist()] if ids is not None else []
+            f.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "evalkit_version": __version__,
+                            "skipped_ids": json.dumps(skipped_ids), "complete": True})
         os.replace(tmp, self.final_path)
         shutil.rmtree(self.dir)
-        return skipped_ids
+        return skipped
+
+
+def _create(f: h5py.File, name: str, rows: int, shape: tuple[int, ...], dtype: str) -> h5py.Dataset:
+    """An embedded array's dataset, chunked about 1 MB at a time along the samples."""
+    row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    chunk_rows = max(1, min(rows, _CHUNK_BYTES // max(1, row_bytes)))
+    return f.create_dataset(name, shape=(rows, *shape), dtype=dtype, chunks=(chunk_rows, *shape))
+
+
+def _write_array(f: h5py.File, name: str, value: np.ndarray, compress: bool = False) -> None:
+    if value.dtype == object or value.dtype.kind == "U":  # sample ids
+        f.create_dataset(name, data=value.astype(object), dtype=h5py.string_dtype("utf-8"))
+    else:
+        f.create_dataset(name, data=value, compression="gzip" if compress and value.size > 4096 else None)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -1,8 +1,9 @@
-"""The embedding stage: a Lightning predict loop that fills the HDF5 cache.
+"""The embedding stage: a Lightning predict loop that fills the feature cache, for every kind of feature.
 
 Lightning earns its keep here: DataLoader workers, devices, DDP and mixed precision come
 from the Trainer. Each rank embeds whole batches of the not-yet-saved part of the split
-and saves each as it finishes (see :mod:`evalkit.embed.cache`).
+and saves each as it finishes (see :mod:`evalkit.embed.cache`). What a batch yields is the
+split's :class:`~evalkit.embed.features.FeatureSet`'s business: pooled rows, feature maps.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from evalkit.data.base import DatasetSpec, ImageSplitDataset, SplitListing
-from evalkit.embed.cache import PartialCache, is_complete, split_cache_file
-from evalkit.embed.config import EmbedConfig, is_global_zero, on_gpu, progress_bars
+from evalkit.data.base import SplitListing
+from evalkit.embed.cache import PartialCache, is_complete
+from evalkit.embed.config import EmbedConfig
+from evalkit.embed.features import FeatureSet, PooledRows, feature_file
+from evalkit.embed.index import record_fingerprint
 from evalkit.errors import EvalkitError, one_line
 from evalkit.models.base import Backbone, ModelSpec, weights_sha256
+from evalkit.runtime import is_global_zero, on_gpu, progress_bars
 from evalkit.task import Task
 
 
@@ -43,23 +47,27 @@ class SplitCache:
 
 
 class _EmbedModule(L.LightningModule):
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, features: FeatureSet) -> None:
         super().__init__()
         self.backbone = backbone
+        self.features = features
 
-    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> tuple[torch.Tensor, ...]:
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> tuple[dict[str, torch.Tensor], ...]:
         images, indices, readable = batch
-        return self.backbone(images)["cls"].float(), indices, readable
+        outputs = {name: value.float() for name, value in self.features.outputs(self.backbone, images).items()}
+        return outputs, indices, readable
 
 
 class _BatchWriter(BasePredictionWriter):
-    def __init__(self, partial: PartialCache) -> None:
+    def __init__(self, partial: PartialCache, dtypes: dict[str, str]) -> None:
         super().__init__(write_interval="batch")
         self.partial = partial
+        self.dtypes = dtypes
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        embeddings, indices, readable = (t.cpu().numpy() for t in prediction)
-        self.partial.write_batch(indices, embeddings, readable)
+        outputs, indices, readable = prediction
+        arrays = {name: value.cpu().numpy().astype(self.dtypes[name]) for name, value in outputs.items()}
+        self.partial.write_batch(indices.cpu().numpy(), arrays, readable.cpu().numpy())
 
 
 class _PendingBatches(torch.utils.data.Sampler[list[int]]):
@@ -93,18 +101,14 @@ def _precision(accelerator: str) -> str:
     return "bf16-mixed" if on_gpu(accelerator) else "32-true"
 
 
-def _run_predict(backbone: Backbone, spec: DatasetSpec, listing: SplitListing, partial: PartialCache,
-                 cfg: EmbedConfig) -> None:
-    pending = _PendingBatches(len(listing), partial.batch_size, partial.done_batches())
+def _run_predict(backbone: Backbone, dataset: torch.utils.data.Dataset, features: FeatureSet, n: int,
+                 partial: PartialCache, cfg: EmbedConfig) -> None:
+    pending = _PendingBatches(n, partial.batch_size, partial.done_batches())
     if not pending.pending:
         return
     workers = cfg.num_workers if cfg.num_workers is not None else min(4, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(
-        ImageSplitDataset(spec, listing, backbone.preprocessing.transform(), backbone.preprocessing.input_size,
-                          cfg.skip_unreadable),
-        batch_sampler=pending, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-    )
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=pending, num_workers=workers,
+                                         pin_memory=torch.cuda.is_available(), persistent_workers=False)
     # Lightning's banner lines and tips are noise in a CLI that prints its own progress.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
@@ -113,54 +117,80 @@ def _run_predict(backbone: Backbone, spec: DatasetSpec, listing: SplitListing, p
         trainer = L.Trainer(
             accelerator=cfg.accelerator, devices=cfg.devices, precision=_precision(cfg.accelerator),
             logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bars(),
-            use_distributed_sampler=False, callbacks=[_BatchWriter(partial)], inference_mode=True,
+            use_distributed_sampler=False, callbacks=[_BatchWriter(partial, features.dtypes(cfg))],
+            inference_mode=True,
         )
     except MisconfigurationException as exc:  # e.g. accelerator gpu on a machine without one
         raise EvalkitError(f"--embed.accelerator {cfg.accelerator} --embed.devices {cfg.devices}: "
                            f"{one_line(exc)}; use --embed.accelerator auto or cpu") from None
     try:
-        trainer.predict(_EmbedModule(backbone), dataloaders=loader, return_predictions=False)
+        trainer.predict(_EmbedModule(backbone, features), dataloaders=loader, return_predictions=False)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
         raise EvalkitError("interrupted; the finished batches are saved: rerun the same command to resume") from None
     trainer.strategy.barrier()
 
 
-def embed_task(
-    task: Task,
-    model: ModelSpec,
-    data_root: str | Path,
-    embeddings_root: str | Path,
-    cfg: EmbedConfig,
-    log: Callable[[str], None] = print,
-) -> list[SplitCache]:
-    """Embed every split of ``task`` with ``model`` into the cache; complete caches are reused untouched.
+class _LazyBackbone:
+    """The backbone, built on first use: a predict whose caches are all complete never builds it."""
 
-    The backbone is built only when some split still needs a forward pass.
+    def __init__(self, model: ModelSpec) -> None:
+        self.model = model
+        self._backbone: Backbone | None = None
+
+    def get(self) -> Backbone:
+        if self._backbone is None:
+            self._backbone = self.model.build()
+        return self._backbone
+
+
+def predict_features(task: Task, model: ModelSpec, features: dict[str, FeatureSet], data_root: str | Path,
+                     embeddings_root: str | Path, cfg: EmbedConfig, log: Callable[[str], None] = print) -> list[SplitCache]:
+    """Fill the cache with ``features[split]`` of every split; complete caches are reused untouched.
+
+    The backbone is built only when some split still needs a forward pass. The fingerprint is
+    recorded in the index (:mod:`evalkit.embed.index`), so ``fit`` finds these files without the weights.
     """
     fingerprint = model.fingerprint()
-    backbone: Backbone | None = None
-    results = []
-    for split in task.splits:
-        key, path = split_cache_file(embeddings_root, task.name, model.name, fingerprint, task.dataset.identity(), split)
-        if is_complete(path):
-            _check_same_data(task, split, data_root, path)
-            log(f"[{model.name}] {task.name}/{split}: reusing cache {path}")
-            results.append(SplitCache(split, path, key, True, 0.0))
-            continue
-        start = time.perf_counter()
-        listing = task.dataset.list_split(data_root, split)
-        if backbone is None:
-            backbone = model.build()
-        partial = PartialCache(path, cfg.batch_size)
-        log(f"[{model.name}] {task.name}/{split}: embedding {len(listing)} images -> {path}")
-        _run_predict(backbone, task.dataset, listing, partial, cfg)
-        if is_global_zero():
-            attrs = _attrs(task, model, backbone, split, fingerprint, listing)
-            skipped = partial.assemble(listing.ids, listing.labels, attrs, cfg.dtype)
-            if skipped:
-                log(f"[{model.name}] {task.name}/{split}: left out {len(skipped)} unreadable image(s), first: {skipped[0]}")
-        results.append(SplitCache(split, path, key, False, time.perf_counter() - start))
-    return results
+    if is_global_zero():
+        record_fingerprint(embeddings_root, model, fingerprint)
+    backbone = _LazyBackbone(model)
+    return [_ensure_split(task, model, fingerprint, split, feature_set, data_root, embeddings_root, cfg, backbone, log)
+            for split, feature_set in features.items()]
+
+
+def embed_task(task: Task, model: ModelSpec, data_root: str | Path, embeddings_root: str | Path, cfg: EmbedConfig,
+               log: Callable[[str], None] = print) -> list[SplitCache]:
+    """The pooled embeddings of every split of ``task``: what the probes read."""
+    return predict_features(task, model, {split: PooledRows() for split in task.splits}, data_root, embeddings_root,
+                            cfg, log)
+
+
+def _ensure_split(task: Task, model: ModelSpec, fingerprint: str, split: str, features: FeatureSet,
+                  data_root: str | Path, embeddings_root: str | Path, cfg: EmbedConfig, backbone: _LazyBackbone,
+                  log: Callable[[str], None]) -> SplitCache:
+    key, path = feature_file(embeddings_root, task, model.name, fingerprint, split, features)
+    if is_complete(path, features.kind):
+        _check_same_data(task, split, data_root, path)
+        log(f"[{model.name}] {task.name}/{split}: reusing cache {path}")
+        return SplitCache(split, path, key, True, 0.0)
+    start = time.perf_counter()
+    listing = task.dataset.list_split(data_root, split)
+    n = features.plan(task.dataset, listing)
+    net = backbone.get()
+    features.bind(net)
+    partial = PartialCache(path, cfg.batch_size)
+    log(f"[{model.name}] {task.name}/{split}: embedding {features.describe(listing)} -> {path}")
+    dataset = features.dataset(task.dataset, listing, net.preprocessing, cfg)
+    _run_predict(net, dataset, features, n, partial, cfg)
+    if is_global_zero():
+        attrs = {**_attrs(task, model, net, split, fingerprint, listing, features.kind),
+                 **features.attrs(task.dataset, listing, net)}
+        skipped = partial.assemble(n, features.dtypes(cfg), attrs, features.per_sample(task.dataset, listing),
+                                   features.extra(task.dataset, listing))
+        if len(skipped):
+            log(f"[{model.name}] {task.name}/{split}: left out {len(skipped)} unreadable image(s), first: "
+                f"{listing.ids[int(skipped[0])]}")
+    return SplitCache(split, path, key, False, time.perf_counter() - start)
 
 
 def _check_same_data(task: Task, split: str, data_root: str | Path, path: Path) -> None:
@@ -181,8 +211,9 @@ def _check_same_data(task: Task, split: str, data_root: str | Path, path: Path) 
 
 
 def _attrs(task: Task, model: ModelSpec, backbone: Backbone, split: str, fingerprint: str,
-           listing: SplitListing) -> dict[str, Any]:
+           listing: SplitListing, kind: str) -> dict[str, Any]:
     return {
+        "kind": kind,
         "model": model.name,
         "model_fingerprint": fingerprint,
         "weights_sha256": weights_sha256(backbone),
@@ -192,5 +223,4 @@ def _attrs(task: Task, model: ModelSpec, backbone: Backbone, split: str, fingerp
         "split": split,
         "transform": json.dumps(backbone.preprocessing.as_dict()),
         "classes": json.dumps(task.dataset.classes),
-        "embed_dim": backbone.embed_dim,
     }

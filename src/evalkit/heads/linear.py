@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from evalkit.embed.config import check_torch_device
+from evalkit.runtime import check_torch_device
 from evalkit.env import env_int
 from evalkit.errors import EvalkitError
 from evalkit.heads.protocols import PROTOCOLS, Protocol, cosine_to_zero
-from evalkit.metrics.classification import balanced_accuracy_runs, classification_metrics
+from evalkit.metrics.classification import balanced_accuracy, classification_metrics, confusion_matrices
 
 
 def _env_or(name: str, default: int) -> int:
@@ -189,7 +189,7 @@ def fit_linear_probe(
                                "non-finite or huge values, or lower --head.lr")
         # ---- validation and per-run early stopping ----
         with torch.no_grad():
-            score = balanced_accuracy_runs(_logits(vx, weight, bias).argmax(dim=-1), vy, num_classes)
+            score = balanced_accuracy(confusion_matrices(_logits(vx, weight, bias).argmax(dim=-1), vy, num_classes))
             improved = (score > best_score) & active
             best_score = torch.where(improved, score, best_score)
             best_weight[improved] = weight[improved]
@@ -208,8 +208,8 @@ def fit_linear_probe(
         with torch.no_grad():
             logits = _logits(sx, best_weight, best_bias).cpu()
         probs[split_name] = logits.softmax(dim=-1)
-        per_run = [classification_metrics(logits[r], sy.cpu(), num_classes) for r in range(runs)]
-        metrics[split_name] = {name: [m[name] for m in per_run] for name in per_run[0]}
+        per_run = classification_metrics(probs[split_name], sy.cpu(), num_classes)  # what the bootstrap scores
+        metrics[split_name] = {name: values.tolist() for name, values in per_run.items()}
     settings = {"protocol": protocol.name, "optimizer": protocol.optimizer, "batch_size": batch_size, "lr": lr,
                 "max_steps": cfg.max_steps, "steps_run": step, "patience_epochs": patience,
                 "momentum": protocol.momentum, "nesterov": protocol.nesterov,

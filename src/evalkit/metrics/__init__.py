@@ -1,5 +1,33 @@
-"""Metrics reported by the heads."""
+"""Metrics reported by the heads; their direction and bounds are in :mod:`evalkit.metrics.spec`."""
 
-from evalkit.metrics.classification import METRICS, PRIMARY_METRIC, balanced_accuracy_runs, classification_metrics
+from evalkit.metrics.classification import (
+    CLASSIFICATION_METRICS,
+    PRIMARY_METRIC,
+    AurocBuckets,
+    ClassificationScorer,
+    accuracy,
+    auroc_buckets,
+    auroc_macro,
+    balanced_accuracy,
+    classification_metrics,
+    confusion_cells,
+    confusion_matrices,
+    f1_macro,
+    weighted_confusion,
+)
 
-__all__ = ["METRICS", "PRIMARY_METRIC", "balanced_accuracy_runs", "classification_metrics"]
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "PRIMARY_METRIC",
+    "AurocBuckets",
+    "ClassificationScorer",
+    "accuracy",
+    "auroc_buckets",
+    "auroc_macro",
+    "balanced_accuracy",
+    "classification_metrics",
+    "confusion_cells",
+    "confusion_matrices",
+    "f1_macro",
+    "weighted_confusion",
+]

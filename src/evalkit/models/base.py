@@ -160,21 +160,43 @@ class ModelSpec:
         """The arguments that decide the weights and the transform (used by :meth:`fingerprint`)."""
         raise NotImplementedError
 
-    def fingerprint(self) -> str:
-        """A content address of the weights and transform, computed without building the model."""
+    def _payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"adapter": type(self).__name__, "config": self.config()}
         if self.preprocessing_override is not None:
             payload["preprocessing"] = self.preprocessing_override.as_dict()
         else:  # what the adapter falls back to: new defaults in evalkit must not reuse old caches
             payload["preprocessing_defaults"] = Preprocessing().as_dict()
+        return payload
+
+    def missing_weights(self) -> list[str]:
+        """The weight paths of this config that are not on disk."""
+        return [str(path) for attr in self.weight_files if (path := getattr(self, attr, None)) and not Path(path).exists()]
+
+    def fingerprint(self) -> str:
+        """A content address of the weights and transform, computed without building the model."""
+        payload = self._payload()
         for attr in self.weight_files:
             path = getattr(self, attr, None)
             if path:
                 if not Path(path).exists():
                     raise EvalkitError(f"weights not found: {path}; {self.missing_weights_hint}")
                 payload[f"sha256:{attr}"] = path_sha256(path)
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return _sha256_json(payload)
+
+    def config_key(self) -> str:
+        """The config alone (weight files by the path the config gives, not by content): how ``fit`` finds,
+        in the index ``predict`` writes, the fingerprint of a model whose weights are not on this machine
+        (a relative path, so that a project copied elsewhere with its embeddings still finds it)."""
+        payload = self._payload()
+        for attr in self.weight_files:
+            path = getattr(self, attr, None)
+            if path:
+                payload[f"path:{attr}"] = os.path.normpath(str(path))
+        return _sha256_json(payload)
+
+
+def _sha256_json(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}

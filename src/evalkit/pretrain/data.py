@@ -1,5 +1,5 @@
 """Unlabelled images for pretraining: folders of tiles (any layout, searched recursively)
-and, through :mod:`evalkit.pretrain.wsi`, patches read online from whole-slide images."""
+and, through :mod:`evalkit.data.wsi`, patches read online from whole-slide images."""
 
 from __future__ import annotations
 

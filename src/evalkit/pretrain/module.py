@@ -9,8 +9,13 @@ from dataclasses import asdict, dataclass
 import lightning as L
 import torch
 
+from evalkit.errors import EvalkitError
 from evalkit.pretrain.lejepa_loss import LeJEPALoss
 from evalkit.pretrain.model import LeJEPANetwork
+
+# A resumed run restores the optimiser's learning rate, so a lower one needs a fresh run.
+_WHAT_TO_DO = ("lower --optim.lr or raise --optim.warmup_steps and train afresh (another --trainer.output_dir), "
+              "and check the data for blank or broken images")
 
 
 @dataclass
@@ -55,10 +60,27 @@ class LeJEPAModule(L.LightningModule):
         _, proj = self.network(views)
         with torch.autocast(device_type=proj.device.type, enabled=False):
             total, parts = self.loss(proj.float(), self.num_global, self.global_step)
+        self._stop_unless_finite(total)
         self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
         self.log("train/prediction", parts["prediction"], on_step=True, on_epoch=True, sync_dist=True)
         self.log("train/sigreg", parts["sigreg"], on_step=True, on_epoch=True, sync_dist=True)
         return total
+
+    def _stop_unless_finite(self, total: torch.Tensor) -> None:
+        """Stop before backward, so the weights and the checkpoints stay as they were: one NaN step
+        would spread NaN through every weight. Agreed over ranks, so that all stop together."""
+        finite = bool(torch.isfinite(total.detach()))
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise EvalkitError(f"the LeJEPA loss is not finite (NaN or inf) at step {self.global_step}, stopped; "
+                               f"the checkpoints so far are kept; {_WHAT_TO_DO}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse to save non-finite weights (an update from a NaN gradient with a finite loss), so that
+        last.ckpt is never overwritten by a corrupt one. Every rank builds the checkpoint, so all agree."""
+        finite = all(bool(torch.isfinite(p).all()) for p in self.parameters())
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            raise EvalkitError(f"the LeJEPA weights are not finite (NaN or inf) at step {self.global_step}, not "
+                               f"saved; the checkpoints so far are kept; {_WHAT_TO_DO}")
 
     def configure_optimizers(self):
         optim = self.hparams.optim

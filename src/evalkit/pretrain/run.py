@@ -20,12 +20,12 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from evalkit.embed.config import on_gpu, progress_bars
+from evalkit.data.wsi import WSIPatches
 from evalkit.errors import EvalkitError, one_line
 from evalkit.pretrain.data import TileImages, ViewsOf, collate_views
 from evalkit.pretrain.module import ModelConfig, OptimConfig, module_from
 from evalkit.pretrain.views import MultiCropViews, ViewsConfig
-from evalkit.pretrain.wsi import WSIPatches
+from evalkit.runtime import on_gpu, progress_bars
 
 
 @dataclass
@@ -33,7 +33,7 @@ class DataConfig:
     """Args:
         tile_folders: folders of tile images (searched recursively).
         wsi: whole-slide images patched online (paths, magnification, patch size, tissue
-            fraction, patches per epoch; see :class:`evalkit.pretrain.wsi.WSIPatches`).
+            fraction, patches per epoch; see :class:`evalkit.data.wsi.WSIPatches`).
         batch_size: images per step per device; num_workers: DataLoader workers per device.
     """
 
@@ -106,14 +106,18 @@ def _logger(trainer: TrainerConfig, output: Path):
 
 
 def _checkpointing(folder: Path, every: int) -> list:
-    """``epoch=NNN.ckpt`` every ``every`` epochs, all kept; ``last.ckpt`` after every epoch (resume)."""
+    """``epoch=NNN.ckpt`` every ``every`` epochs, all kept; ``last.ckpt`` after every epoch (resume).
+
+    Lightning's ``save_last`` writes ``last.ckpt`` only in epochs that write a kept checkpoint (and at
+    the end), so between those a top-1 checkpoint named ``last`` rewrites it every epoch."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     kept = ModelCheckpoint(dirpath=folder, filename="epoch={epoch:03d}", auto_insert_metric_name=False,
                            every_n_epochs=every, save_top_k=-1, save_last=every == 1)
     if every == 1:
         return [kept]
-    return [kept, ModelCheckpoint(dirpath=folder, every_n_epochs=1, save_top_k=0, save_last=True)]
+    return [kept, ModelCheckpoint(dirpath=folder, filename="last", every_n_epochs=1, save_top_k=1,
+                                  enable_version_counter=False)]
 
 
 def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, optim: OptimConfig,

@@ -1,7 +1,7 @@
 """The checkpoint sweep: every saved epoch of a pretraining run through ``predict_fit``, in one table.
 
-    python -m evalkit.pretrain.sweep runs/pretrain/lejepa_resnet18_cpu --task configs/tasks/crc_demo.yaml \\
-        --input_size 112 [--n_runs 5] [--results_root DIR] [--embeddings_root DIR]
+    evalkit sweep runs/pretrain/lejepa_resnet18_cpu --task configs/tasks/crc_demo.yaml --input_size 112 \\
+        [--n_runs 5] [--results_root DIR] [--embeddings_root DIR]
 
 For each ``epoch=NNN.ckpt`` it runs ``evalkit predict_fit`` with the LeJEPA model adapter and
 collects, per epoch, the pretraining loss (metrics.csv), RankMe and ODCorr of the validation
@@ -11,15 +11,15 @@ embeddings and the linear-probe balanced accuracy (results.json). Writes ``sweep
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import re
-import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import yaml
+from jsonargparse import ArgumentParser, Namespace
 
 from evalkit.cli import main as evalkit_main
 from evalkit.errors import EvalkitError
@@ -57,6 +57,7 @@ def write_loss_curve(run: Path) -> Path | None:
 
 
 def sweep(run: Path, task: Path, input_size: int, n_runs: int, results_root: Path, embeddings_root: Path) -> list[dict]:
+    """One row per kept checkpoint, oldest first: its epoch's loss, RankMe, ODCorr and probe accuracy."""
     checkpoints = sorted((run / "checkpoints").glob("epoch=*.ckpt"))
     if not checkpoints:
         raise EvalkitError(f"no epoch=NNN.ckpt under {run / 'checkpoints'}; run `evalkit pretrain` first")
@@ -91,32 +92,29 @@ def _markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="the pretraining output_dir")
-    parser.add_argument("--task", type=Path, required=True, help="task config, e.g. configs/tasks/crc_demo.yaml")
-    parser.add_argument("--input_size", type=int, default=224, help="evaluation input size (the training global view size)")
-    parser.add_argument("--n_runs", type=int, default=5)
-    parser.add_argument("--results_root", type=Path, default=None, help="default: <run>/sweep/results")
-    parser.add_argument("--embeddings_root", type=Path, default=None, help="default: <run>/sweep/embeddings")
-    args = parser.parse_args(argv)
-    try:
-        rows = sweep(args.run, args.task, args.input_size, args.n_runs, args.results_root or args.run / "sweep" / "results",
-                     args.embeddings_root or args.run / "sweep" / "embeddings")
-    except EvalkitError as exc:
-        print(f"evalkit: error: {exc}", file=sys.stderr)
-        return 1
+def add_arguments(parser: ArgumentParser) -> None:
+    """The options of ``evalkit sweep``: the run folder and how each checkpoint is evaluated."""
+    parser.add_argument("run", type=str, help="the pretraining run: its trainer.output_dir (checkpoints/epoch=NNN.ckpt)")
+    parser.add_argument("--task", type=str, required=True, help="task config, e.g. configs/tasks/crc_demo.yaml")
+    parser.add_argument("--input_size", type=int, default=224,
+                        help="evaluation input size in px (the training global view size)")
+    parser.add_argument("--n_runs", type=int, default=5, help="linear-probe runs per checkpoint")
+    parser.add_argument("--results_root", type=str | None, default=None, help="default: RUN/sweep/results")
+    parser.add_argument("--embeddings_root", type=str | None, default=None, help="default: RUN/sweep/embeddings")
+
+
+def run(cfg: Namespace, log: Callable[[str], None]) -> None:
+    """Sweep, write sweep.md, sweep.csv and loss_curve.png into the run folder, print the table."""
+    folder = Path(cfg.run)
+    rows = sweep(folder, Path(cfg.task), cfg.input_size, cfg.n_runs,
+                 Path(cfg.results_root) if cfg.results_root else folder / "sweep" / "results",
+                 Path(cfg.embeddings_root) if cfg.embeddings_root else folder / "sweep" / "embeddings")
     table = _markdown(rows)
-    (args.run / "sweep.md").write_text(table)
-    with (args.run / "sweep.csv").open("w", newline="") as fh:
+    (folder / "sweep.md").write_text(table)
+    with (folder / "sweep.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     print(table, end="")
-    curve = write_loss_curve(args.run)
-    print(f"wrote {args.run / 'sweep.md'}, sweep.csv" + (f" and {curve.name}" if curve else ""), file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    curve = write_loss_curve(folder)
+    log(f"wrote {folder / 'sweep.md'}, sweep.csv" + (f" and {curve.name}" if curve else ""))

@@ -1,10 +1,12 @@
 """Which differences between models are real: paired tests per column, Friedman/Nemenyi across them.
 
-Per (task, split) column, every model is compared with the column's best on the same test
-samples (both runs' predictions.h5): a paired bootstrap of the metric difference, and
-McNemar's test on the run-averaged classifiers' correctness. Across columns, the Friedman
-test on the models' ranks and the Nemenyi critical difference say whether the average ranks
-differ more than chance would (Demšar 2006). See docs/statistics.md.
+Per (task, split) column, the best model is the one the metric's recorded direction prefers
+(``metric_info`` in results.json; a metric with no better end has no best and no tests), and
+every other model is compared with it on the same test samples (both runs' predictions.h5): a
+paired bootstrap of the metric difference, and McNemar's test on the run-averaged classifiers'
+correctness. Across columns, the Friedman test on the models' ranks (in the same direction) and
+the Nemenyi critical difference say whether the average ranks differ more than chance would
+(Demšar 2006). See docs/statistics.md.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from typing import Any
 
 import torch
 
+from evalkit.metrics.classification import CLASSIFICATION_METRICS
 from evalkit.predictions import SplitPredictions, read_predictions
-from evalkit.report.tables import Run, columns
+from evalkit.report.runs import Run, columns, metric_spec
 from evalkit.stats import cliques, consensus_predictions, friedman, mcnemar, nemenyi_critical_difference, paired_bootstrap
 from evalkit.stats.config import StatsConfig
+
+
+def has_paired_test(metric: str) -> bool:
+    """Whether the paired bootstrap can score ``metric`` from predictions.h5 (the classification metrics)."""
+    return metric in CLASSIFICATION_METRICS
 
 
 def _versus(a: SplitPredictions | None, other: Run, split: str, metric: str, stats: StatsConfig) -> dict[str, Any]:
@@ -35,16 +43,19 @@ def _versus(a: SplitPredictions | None, other: Run, split: str, metric: str, sta
             "significant": bool(paired["p_value"] < stats.alpha)}
 
 
-def _friedman(runs: list[Run], metric: str, cols: list[tuple[str, str]], stats: StatsConfig) -> dict[str, Any]:
-    models = sorted({run.model for run in runs})
-    value = {(run.model, run.task, s): m[metric]["mean"] for run in runs for s, m in run.data["metrics"].items()
+def _friedman(runs: list[Run], metric: str, cols: list[tuple[str, str]], higher_is_better: bool | None,
+              stats: StatsConfig) -> dict[str, Any]:
+    if higher_is_better is None:
+        return {"note": f"{metric} has no better end (higher_is_better is null in its metric_info): not ranked"}
+    models = sorted({run.label for run in runs})
+    value = {(run.label, run.task, s): m[metric]["mean"] for run in runs for s, m in run.data["metrics"].items()
              if metric in m}
     blocks = [c for c in cols if all((model, *c) in value for model in models)]
     if len(models) < 2 or len(blocks) < 2:
         return {"note": f"needs at least 2 models scored on at least 2 common task/split columns "
                         f"(have {len(models)} model(s), {len(blocks)} common column(s))"}
     scores = torch.tensor([[value[(model, *c)] for model in models] for c in blocks], dtype=torch.float64)
-    result = friedman(scores, higher_is_better=True)
+    result = friedman(scores, higher_is_better=higher_is_better)
     cd = nemenyi_critical_difference(len(models), len(blocks), stats.alpha)
     ranks = {model: float(r) for model, r in zip(models, result["average_ranks"])}
     return {"k": len(models), "n_blocks": len(blocks), "blocks": [f"{t}/{s}" for t, s in blocks],
@@ -55,17 +66,23 @@ def _friedman(runs: list[Run], metric: str, cols: list[tuple[str, str]], stats: 
 
 def compare_runs(runs: list[Run], metric: str, stats: StatsConfig) -> dict[str, Any]:
     """comparison.json: per column the best model and each other model's test against it, then Friedman."""
-    out: dict[str, Any] = {"metric": metric, "alpha": stats.alpha, "confidence": stats.confidence,
-                           "n_resamples": stats.n_resamples, "columns": {}}
+    spec = metric_spec(runs, metric)
+    out: dict[str, Any] = {"metric": metric, "higher_is_better": spec.higher_is_better, "alpha": stats.alpha,
+                           "confidence": stats.confidence, "n_resamples": stats.n_resamples, "columns": {}}
     cols = columns(runs, metric)
     for task, split in cols:
-        scored = [run for run in runs if run.task == task and metric in run.data["metrics"].get(split, {})]
-        best = max(scored, key=lambda run: run.data["metrics"][split][metric]["mean"])
-        best_predictions = read_predictions(best.run_dir).get(split)
-        out["columns"][f"{task}/{split}"] = {
-            "best": best.model,
-            "versus_best": {run.model: _versus(best_predictions, run, split, metric, stats)
-                            for run in scored if run is not best},
-        }
-    out["friedman"] = _friedman(runs, metric, cols, stats)
+        scored = {run.label: run for run in runs if run.task == task and run.metric(split, metric) is not None}
+        best_label = spec.best({label: run.metric(split, metric)["mean"] for label, run in scored.items()})
+        if best_label is None:
+            out["columns"][f"{task}/{split}"] = {"best": None, "note": f"{metric} has no better end: no best, no tests"}
+            continue
+        best = scored.pop(best_label)
+        if has_paired_test(metric):
+            best_predictions = read_predictions(best.run_dir).get(split)
+            versus = {label: _versus(best_predictions, run, split, metric, stats) for label, run in scored.items()}
+        else:
+            versus = {label: {"note": f"no paired test of {metric} (the paired bootstrap scores classification "
+                                      "metrics from predictions.h5)"} for label in scored}
+        out["columns"][f"{task}/{split}"] = {"best": best_label, "versus_best": versus}
+    out["friedman"] = _friedman(runs, metric, cols, spec.higher_is_better, stats)
     return out

@@ -20,7 +20,8 @@ from typing import Any
 
 from evalkit import __version__
 from evalkit.report.plots import plot_caption
-from evalkit.report.tables import Run, Section
+from evalkit.report.runs import Run
+from evalkit.report.tables import Section
 from evalkit.stats.config import StatsConfig
 
 _STYLE = """
@@ -83,7 +84,7 @@ def _main_cell(text: str) -> str:
 
 
 def _main_table(runs: list[Run], metric: str, header: list[str], shown: list[list[str]]) -> str:
-    by_key = {(run.model, run.task): run for run in runs}
+    by_key = {(run.label, run.task): run for run in runs}
     rows = []
     for row in shown:
         model, cells = row[0], [f"<td>{escape(row[0])}</td>"]
@@ -129,37 +130,42 @@ def _metric_rows(run: Run) -> list[str]:
                 continue
             ci = (f"[{value['ci_low']:.4f}, {value['ci_high']:.4f}]" if "ci_low" in value else "–")
             seeds = ", ".join(f"{v:.4f}" for v in value.get("runs", []))
-            rows.append(f"<tr><td>{escape(split)}</td><td>{escape(name)}</td>"
+            better = {True: "higher", False: "lower", None: "–"}[run.spec(name).higher_is_better]
+            rows.append(f"<tr><td>{escape(split)}</td><td>{escape(name)}</td><td>{better}</td>"
                         + "".join(map(_td, (f"{value['mean']:.4f}", f"{value.get('std', 0.0):.4f}", ci, seeds)))
                         + "</tr>")
     return rows
 
 
 def _provenance(runs: list[Run], run: Run) -> str:
-    prov: dict[str, Any] = run.data.get("provenance", {})
+    prov: dict[str, Any] = run.data.get("provenance") or {}
     facts = {
         "results.json": _path(run.run_dir / "results.json"),
-        "protocol": run.data.get("protocol", "–"),
+        "evaluation": f"{run.evaluation}, protocol {run.protocol}",
         "runs (seeds)": run.data.get("n_runs", "–"),
         "created": prov.get("created", "–"),
         "evalkit": f"{prov.get('evalkit_version', '–')} (git {prov.get('git_commit', 'unknown')})",
-        "model fingerprint": prov.get("model_fingerprint", "–"),
+        "model fingerprint": (f"{run.fingerprint} (from the {prov.get('fingerprint_source', '?')})" if run.fingerprint
+                              else "none (bring-your-own embeddings)"),
         "embedding caches": ", ".join(f"{split}: {path}" for split, path in (prov.get("cache_files") or {}).items())
         or ", ".join(prov.get("cache_keys", [])) or "–",
-        "head": json.dumps(prov.get("head_config") or run.data.get("head") or {}, sort_keys=True),
+        "settings": json.dumps(run.data.get("settings") or {}, sort_keys=True),
         "packages": ", ".join(f"{k} {v}" for k, v in (prov.get("packages") or {}).items()) or "–",
         "timing (s)": ", ".join(f"{k} {v:.1f}" for k, v in (run.data.get("timing") or {}).items()
                                 if isinstance(v, (int, float))) or "–",
+        "older runs left out": ", ".join(_path(path) for path in run.superseded) or "none",
     }
     facts_html = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts.items())
-    config = json.dumps(prov.get("config", {}), indent=2, sort_keys=True)
+    config_file = run.run_dir / "config.yaml"
+    config = config_file.read_text() if config_file.is_file() else "no config.yaml beside results.json"
     # figures the run wrote beside its results.json (segmentation overlays, training curves)
-    figures = "".join(_figure(path, f"{run.model} on {run.task}: {path.stem.replace('_', ' ')}")
+    figures = "".join(_figure(path, f"{run.label} on {run.task}: {path.stem.replace('_', ' ')}")
                       for path in sorted(run.run_dir.glob("*.png")))
     return (f'<section class="run" id="{_anchor(runs, run)}"><h3>run {runs.index(run) + 1}: '
-            f"{escape(run.model)} on {escape(run.task)}</h3><dl>{facts_html}</dl>"
-            + _table(["split", "metric", "mean", "std", "CI", "per run"], _metric_rows(run)) + figures
-            + f"<details><summary>full configuration</summary><pre>{escape(config)}</pre></details></section>")
+            f"{escape(run.label)} on {escape(run.task)}</h3><dl>{facts_html}</dl>"
+            + _table(["split", "metric", "better", "mean", "std", "CI", "per run"], _metric_rows(run)) + figures
+            + f"<details><summary>full configuration (config.yaml)</summary><pre>{escape(config)}</pre></details>"
+            "</section>")
 
 
 def render_html(runs: list[Run], metric: str, caption: str, header: list[str], shown: list[list[str]],
@@ -174,7 +180,7 @@ def render_html(runs: list[Run], metric: str, caption: str, header: list[str], s
         f"<title>evalkit report: {escape(metric)} on {escape(', '.join(tasks))}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>evalkit report: {escape(metric.replace('_', ' '))}</h1>",
-        f'<p class="meta">{len({r.model for r in runs})} models × {len(header) - 1} task/split columns from '
+        f'<p class="meta">{len({r.label for r in runs})} models × {len(header) - 1} task/split columns from '
         f"{len(runs)} runs · generated {now} by evalkit {escape(__version__)} from "
         f"{escape(', '.join(inputs))} · resampling: {stats.n_resamples} bootstrap resamples, seed {stats.seed}</p>",
         "<h2>Comparison</h2>",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.plotting import pyplot
-from evalkit.report.tables import Run, columns
+from evalkit.report.runs import Run, columns, metric_spec
 
 _DPI = 150
 
@@ -29,14 +29,14 @@ def bar_chart(runs: list[Run], metric: str, comparison: dict[str, Any], path: Pa
     """Grouped bars: one group per task/split, one bar per model, whiskers = bootstrap CI."""
     plt = _pyplot()
     cols = columns(runs, metric)
-    models = sorted({run.model for run in runs})
+    models = sorted({run.label for run in runs})
     colour = _colours(models)
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 1.8 * len(cols)), 4.2))
     for i, model in enumerate(models):
         xs, means, low, high = [], [], [], []
         for j, (task, split) in enumerate(cols):
-            run = next((r for r in runs if r.model == model and r.task == task), None)
+            run = next((r for r in runs if r.label == model and r.task == task), None)
             value = run.data["metrics"].get(split, {}).get(metric) if run else None
             if value is None:
                 continue
@@ -49,7 +49,9 @@ def bar_chart(runs: list[Run], metric: str, comparison: dict[str, Any], path: Pa
             ax.text(x, 0.01, f"{mean:.3f}", ha="center", va="bottom", rotation=90, fontsize=7, color="white")
     ax.set_xticks(range(len(cols)), [f"{t}\n{s}" for t, s in cols])
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_ylim(0, 1.05)
+    spec = metric_spec(runs, metric)
+    if spec.lower is not None and spec.upper is not None:  # a bounded metric on its whole range, else matplotlib's
+        ax.set_ylim(spec.lower, spec.upper + 0.05 * (spec.upper - spec.lower))
     with_ci = any("ci_low" in m.get(metric, {}) for run in runs for m in run.data["metrics"].values())
     ax.set_title(f"mean over runs; whiskers: {comparison['confidence']:.0%} bootstrap CI" if with_ci
                  else "mean over runs", fontsize=9)
@@ -62,20 +64,21 @@ def bar_chart(runs: list[Run], metric: str, comparison: dict[str, Any], path: Pa
 
 def label_efficiency_plot(runs: list[Run], task: str, path: Path) -> Path | None:
     """Per head and budget kind: metric vs labels (log x), one line per model, band = bootstrap CI."""
-    with_curves = [run for run in runs if run.task == task and run.data.get("label_efficiency")]
-    if not with_curves:
+    curves = {run: run.data["curves"]["label_efficiency"] for run in runs
+              if run.task == task and (run.data.get("curves") or {}).get("label_efficiency")}
+    if not curves:
         return None
     plt = _pyplot()
-    colour = _colours(sorted({run.model for run in runs}))
-    heads = list(dict.fromkeys(h for run in with_curves for h in run.data["label_efficiency"]["heads"]))
+    colour = _colours(sorted({run.label for run in runs}))
+    heads = list(dict.fromkeys(h for section in curves.values() for h in section["heads"]))
     kinds = [k for k in ("shots", "fraction")
-             if any(points.get(k) for run in with_curves for per_split in run.data["label_efficiency"]["curves"].values()
+             if any(points.get(k) for section in curves.values() for per_split in section["curves"].values()
                     for points in per_split.values())]
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     ticks: dict[str, set[float]] = {kind: set() for kind in kinds}
-    for run in with_curves:
-        for per_split in run.data["label_efficiency"]["curves"].values():
+    for section in curves.values():
+        for per_split in section["curves"].values():
             for by_kind in per_split.values():
                 for kind in kinds:
                     ticks[kind].update(p["value"] * (100 if kind == "fraction" else 1) for p in by_kind.get(kind) or [])
@@ -84,17 +87,16 @@ def label_efficiency_plot(runs: list[Run], task: str, path: Path) -> Path | None
     for row, kind in enumerate(kinds):
         for col, head in enumerate(heads):
             ax = axes[row][col]
-            for run in with_curves:
-                section = run.data["label_efficiency"]
+            for run, section in curves.items():
                 for split, by_kind in section["curves"].get(head, {}).items():
                     points = by_kind.get(kind) or []
                     if not points:
                         continue
                     x = [p["value"] * (100 if kind == "fraction" else 1) for p in points]
-                    ax.plot(x, [p["mean"] for p in points], marker="o", ms=3, color=colour[run.model],
-                            label=f"{run.model} ({split})")
+                    ax.plot(x, [p["mean"] for p in points], marker="o", ms=3, color=colour[run.label],
+                            label=f"{run.label} ({split})")
                     ax.fill_between(x, [p["ci_low"] for p in points], [p["ci_high"] for p in points],
-                                    color=colour[run.model], alpha=0.2, lw=0)
+                                    color=colour[run.label], alpha=0.2, lw=0)
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(FixedLocator(sorted(ticks[kind])))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -102,7 +104,7 @@ def label_efficiency_plot(runs: list[Run], task: str, path: Path) -> Path | None
             ax.set_title(f"{head}", fontsize=9)
             ax.set_xlabel("labels per class" if kind == "shots" else "% of labels")
             if col == 0:
-                ax.set_ylabel(section["metric"].replace("_", " "))
+                ax.set_ylabel(next(iter(curves.values()))["metric"].replace("_", " "))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, frameon=False, fontsize=8, loc="lower center", ncol=min(4, max(1, len(labels))))
     fig.suptitle(f"{task}: label efficiency (mean over draws, band = bootstrap CI)", fontsize=10)
@@ -116,14 +118,14 @@ def representation_scatter(runs: list[Run], metric: str, path: Path) -> Path | N
     """Metric vs RankMe and vs ODCorr, one point per model and task/split, Spearman's rho in the title."""
     from scipy.stats import spearmanr
 
-    points = [(run.model, f"{run.task}/{split}", run.data["metrics"][split][metric]["mean"], rep)
+    points = [(run.label, f"{run.task}/{split}", run.data["metrics"][split][metric]["mean"], rep)
               for run in runs for split, rep in (run.data.get("representation") or {}).items()
               if metric in run.data["metrics"].get(split, {})
               and rep.get("rankme") is not None and rep.get("odcorr") is not None]
     if not points:
         return None
     plt = _pyplot()
-    colour = _colours(sorted({run.model for run in runs}))
+    colour = _colours(sorted({run.label for run in runs}))
     fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.4))
     for ax, key, label in ((axes[0], "rankme", "RankMe"), (axes[1], "odcorr", "ODCorr")):
         xs = [p[3][key] for p in points]

@@ -1,16 +1,21 @@
-"""``evalkit regress``: did a model or code change make results worse than a baseline?
+"""``evalkit regress``: did a code change make results worse than a baseline?
 
 The baseline is an earlier evalkit run (results.json files or folders) or a CSV of
-published numbers (columns model, task, split, metric, mean, std, protocol, source). Every
-(model, task, split, metric) of the new results is compared with the baseline's:
+published numbers (columns model, task, split, metric, mean, std, protocol, source).
 
-- it **fails** when the new mean is below the baseline's by more than the allowed drop,
-  ``max(tolerance, std_multiple * baseline std)``;
-- where both sides kept per-sample predictions (two evalkit runs), a paired bootstrap must
-  also call the drop significant, so that noise within the tolerance of an unlucky seed is
-  not a regression;
-- results fitted under another protocol than the baseline's are refused, not compared;
-- a baseline entry without a new result is ``missing`` (a failure unless ``--allow_missing``);
+- An evalkit baseline is matched by (task, evaluation, split, metric), and the model by its
+  fingerprint: a baseline of other weights or another transform is refused unless
+  ``allow_other_model`` (then a result is paired with the baseline of its display name, or with
+  the only model of its task on each side). A published CSV has no fingerprints: it is matched
+  by (model name, task, split, metric).
+- Results fitted under another protocol than the baseline's are refused, not compared.
+- "Worse" follows the metric's recorded direction (``metric_info``); a metric with no better
+  end cannot be judged and is refused.
+- A result **fails** when it is worse than the baseline by more than the allowed worsening,
+  ``max(tolerance, std_multiple * baseline std)``, and, where both sides kept per-sample
+  predictions (two evalkit runs, a classification metric), a paired bootstrap also calls the
+  difference significant, so that noise within the tolerance of an unlucky seed is not a regression.
+- A baseline entry without a new result is ``missing`` (a failure unless ``allow_missing``);
   a published table is a reference, not a contract, so from a CSV only the (model, task)
   pairs that have new results are compared.
 """
@@ -18,13 +23,20 @@ published numbers (columns model, task, split, metric, mean, std, protocol, sour
 from __future__ import annotations
 
 import csv
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from evalkit.errors import EvalkitError
 from evalkit.predictions import read_predictions
-from evalkit.report.tables import Run, load_results, to_markdown
+from evalkit.report.compare import has_paired_test
+from evalkit.report.runs import Run, load_results, metric_spec, short_fingerprint
+from evalkit.report.tables import to_markdown
+from evalkit.stats import paired_bootstrap
 from evalkit.stats.config import StatsConfig
 
 CSV_COLUMNS = ("model", "task", "split", "metric", "mean", "std", "protocol", "source")
@@ -41,23 +53,21 @@ class Entry:
     mean: float
     std: float
     protocol: str
-    run: Run | None = None  # evalkit runs keep their predictions for the paired test
+    run: Run | None = None  # evalkit runs: identity, evaluation, direction and predictions; None from a CSV
+
+    @property
+    def where(self) -> str:
+        return f"{self.model} on {self.task}/{self.split} {self.metric}"
 
 
-def entries_from_runs(runs: list[Run], metrics: list[str]) -> dict[tuple[str, str, str, str], Entry]:
-    out = {}
-    for run in runs:
-        for split, values in run.data["metrics"].items():
-            for metric in metrics:
-                if metric in values:
-                    out[(run.model, run.task, split, metric)] = Entry(
-                        run.model, run.task, split, metric, float(values[metric]["mean"]),
-                        float(values[metric].get("std", 0.0)), str(run.data.get("protocol", "")), run)
-    return out
+def entries_from_runs(runs: list[Run], metrics: list[str]) -> list[Entry]:
+    return [Entry(run.model, run.task, split, metric, float(values[metric]["mean"]),
+                  float(values[metric].get("std", 0.0)), run.protocol, run)
+            for run in runs for split, values in run.data["metrics"].items() for metric in metrics if metric in values]
 
 
-def entries_from_csv(path: Path, metrics: list[str]) -> dict[tuple[str, str, str, str], Entry]:
-    entries = {}
+def entries_from_csv(path: Path, metrics: list[str]) -> list[Entry]:
+    entries = []
     try:
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
@@ -73,8 +83,8 @@ def entries_from_csv(path: Path, metrics: list[str]) -> dict[tuple[str, str, str
                 except (TypeError, ValueError):
                     raise EvalkitError(f"{path} line {reader.line_num}: mean '{r['mean']}' and std '{r['std']}' "
                                        "must be numbers (std may be empty)") from None
-                entries[(r["model"], r["task"], r["split"], r["metric"])] = Entry(
-                    r["model"], r["task"], r["split"], r["metric"], mean, std, r.get("protocol") or "")
+                entries.append(Entry(r["model"], r["task"], r["split"], r["metric"], mean, std,
+                                     r.get("protocol") or ""))
     except UnicodeDecodeError:
         raise EvalkitError(f"{path} is not a text CSV; a baseline is a CSV with {', '.join(CSV_COLUMNS)} "
                            "or a folder of results.json files") from None
@@ -86,7 +96,7 @@ def is_published_table(path: str | Path) -> bool:
     return Path(path).suffix == ".csv"
 
 
-def load_baseline(path: str | Path, metrics: list[str]) -> dict[tuple[str, str, str, str], Entry]:
+def load_baseline(path: str | Path, metrics: list[str]) -> list[Entry]:
     path = Path(path)
     if not path.exists():
         raise EvalkitError(f"baseline not found: {path}")
@@ -95,40 +105,120 @@ def load_baseline(path: str | Path, metrics: list[str]) -> dict[tuple[str, str, 
     return entries_from_runs(load_results([path]), metrics)
 
 
+def _published_slot(entry: Entry) -> tuple[str, ...]:
+    """A published number knows its model by name only."""
+    return "published", entry.model, entry.task, entry.split, entry.metric
+
+
+def _slot(entry: Entry) -> tuple[str, ...]:
+    """What a baseline entry and a result must share to be compared (besides the model)."""
+    if entry.run is None:
+        return _published_slot(entry)
+    return "run", entry.task, entry.run.evaluation, entry.split, entry.metric
+
+
+def _leaves(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(config, dict):
+        for key, value in config.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip("."), config
+
+
+def _protocol_option(run: Run, baseline: str) -> str:
+    """`` (--head.protocol <baseline>)``: the option whose value in the run's config.yaml is its protocol, if
+    exactly one is; ``""`` otherwise, since a guessed option name would send the user the wrong way."""
+    path = run.run_dir / "config.yaml"
+    if not path.is_file():
+        return ""
+    try:
+        found = [key for key, value in _leaves(yaml.safe_load(path.read_text())) if value == run.protocol]
+    except yaml.YAMLError:  # only a hint: a damaged config.yaml must not hide the real message
+        return ""
+    return f" (--{found[0]} {baseline})" if len(found) == 1 else ""
+
+
+def _counterpart(old: Entry, candidates: list[Entry], baseline_models: set[str], allow_other_model: bool
+                 ) -> Entry | None:
+    """The result to compare with ``old`` among those of its slot, or ``None`` (missing); refuses other
+    protocols, and other models unless allowed.
+
+    A result of a model that the baseline does not hold stands in for a baseline model of its
+    display name, or for the baseline's only model when it is the only such result.
+    """
+    if old.run is None:
+        same_model = candidates
+    else:
+        others = [c for c in candidates if c.run.identity not in baseline_models]
+        same_model = ([c for c in candidates if c.run.identity == old.run.identity]
+                      or [c for c in others if c.model == old.model]
+                      or (others if len(baseline_models) == 1 and len({c.run.identity for c in others}) == 1 else []))
+    if not same_model:
+        return None
+    matches = [c for c in same_model if c.protocol == old.protocol or not (c.protocol and old.protocol)]
+    if not matches:
+        other = same_model[0]
+        option = _protocol_option(other.run, old.protocol)
+        raise EvalkitError(f"{old.where}: the baseline was fitted with protocol '{old.protocol}', the new result "
+                           f"with '{other.protocol}'; fit with the baseline's protocol{option}")
+    if len(matches) > 1:
+        raise EvalkitError(f"{old.where}: {len(matches)} results of models named {old.model} could stand for this "
+                           "baseline entry; regress them one at a time")
+    match = matches[0]
+    if old.run is not None and match.run.identity != old.run.identity and not allow_other_model:
+        raise EvalkitError(f"{match.task}/{match.split} {match.metric}: the baseline is {old.model} (fingerprint "
+                           f"{short_fingerprint(old.run, 12)}), the result {match.model} (fingerprint "
+                           f"{short_fingerprint(match.run, 12)}), other weights or transform; pass --allow_other_model "
+                           "to compare them anyway")
+    return match
+
+
 def _paired_p(new: Entry, old: Entry, stats: StatsConfig) -> float | None:
     """p-value of the paired bootstrap of (baseline - new) when both runs kept their predictions."""
-    if new.run is None or old.run is None:
+    if new.run is None or old.run is None or not has_paired_test(new.metric):
         return None
     a = read_predictions(old.run.run_dir).get(old.split)
     b = read_predictions(new.run.run_dir).get(new.split)
     if a is None or b is None or sorted(a.ids) != sorted(b.ids):
         return None
-    from evalkit.stats import paired_bootstrap
-
     result = paired_bootstrap(a.target, a.probs, b.aligned_to(a.ids).probs, a.probs.shape[-1], metric=new.metric,
                               n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed)
     return float(result["p_value"])
 
 
-def compare(new: dict, baseline: dict, tolerance: float, std_multiple: float, stats: StatsConfig,
-            allow_missing: bool = False) -> list[dict[str, Any]]:
+def _judge(current: Entry, old: Entry, tolerance: float, std_multiple: float, stats: StatsConfig) -> dict[str, Any]:
+    """A pass/fail row: worse by more than allowed and, where testable, significantly so."""
+    spec = metric_spec([entry.run for entry in (current, old) if entry.run is not None], current.metric)
+    if spec.higher_is_better is None:
+        raise EvalkitError(f"{current.metric} has no better end (higher_is_better is null in its metric_info), so "
+                           "regress cannot judge it; leave it out of --metrics")
+    allowed = max(tolerance, std_multiple * old.std)
+    worse = spec.worse_by(old.mean, current.mean) > allowed
+    p = _paired_p(current, old, stats) if worse else None
+    model = current.model if current.model == old.model else f"{old.model} → {current.model}"
+    return {"key": (model, current.task, current.split, current.metric),
+            "status": "fail" if worse and (p is None or p < stats.alpha) else "pass", "baseline": old.mean,
+            "new": current.mean, "difference": current.mean - old.mean, "allowed": allowed, "p_value": p}
+
+
+def compare(new: list[Entry], baseline: list[Entry], tolerance: float, std_multiple: float, stats: StatsConfig,
+            allow_missing: bool = False, allow_other_model: bool = False) -> list[dict[str, Any]]:
     """One row per baseline entry: status ``pass``, ``fail`` or ``missing``, with the numbers."""
+    results: dict[tuple[str, ...], list[Entry]] = defaultdict(list)
+    baseline_models: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    for entry in new:
+        results[_slot(entry)].append(entry)
+        results[_published_slot(entry)].append(entry)
+    for entry in baseline:
+        baseline_models[_slot(entry)].add(entry.run.identity if entry.run else entry.model)
     rows = []
-    for key, old in sorted(baseline.items()):
-        current = new.get(key)
+    for old in sorted(baseline, key=lambda entry: (entry.model, entry.task, entry.split, entry.metric)):
+        current = _counterpart(old, results[_slot(old)], baseline_models[_slot(old)], allow_other_model)
         if current is None:
-            rows.append({"key": key, "status": "ok-missing" if allow_missing else "missing", "baseline": old.mean})
-            continue
-        if old.protocol and current.protocol and old.protocol != current.protocol:
-            option = "--seg.decoder" if current.protocol.startswith("segmentation_") else "--head.protocol"
-            raise EvalkitError(f"{'/'.join(key)}: the baseline was fitted with protocol '{old.protocol}', the new "
-                               f"result with '{current.protocol}'; compare runs of the same protocol ({option})")
-        allowed = max(tolerance, std_multiple * old.std)
-        drop = old.mean - current.mean
-        p = _paired_p(current, old, stats) if drop > allowed else None
-        failed = drop > allowed and (p is None or p < stats.alpha)
-        rows.append({"key": key, "status": "fail" if failed else "pass", "baseline": old.mean, "new": current.mean,
-                     "difference": current.mean - old.mean, "allowed_drop": allowed, "p_value": p})
+            rows.append({"key": (old.model, old.task, old.split, old.metric),
+                         "status": "ok-missing" if allow_missing else "missing", "baseline": old.mean})
+        else:
+            rows.append(_judge(current, old, tolerance, std_multiple, stats))
     return rows
 
 
@@ -139,14 +229,14 @@ def render(rows: list[dict[str, Any]]) -> str:
         table.append([model, f"{task}/{split}", metric, f"{row['baseline']:.4f}",
                       f"{row['new']:.4f}" if "new" in row else "–",
                       f"{row['difference']:+.4f}" if "difference" in row else "–",
-                      f"{row['allowed_drop']:.4f}" if "allowed_drop" in row else "–",
+                      f"{row['allowed']:.4f}" if "allowed" in row else "–",
                       "–" if row.get("p_value") is None else f"{row['p_value']:.3f}", row["status"].upper()])
-    return to_markdown(["model", "task/split", "metric", "baseline", "new", "difference", "allowed drop",
+    return to_markdown(["model", "task/split", "metric", "baseline", "new", "difference", "allowed worsening",
                         "p (paired)", "status"], table)
 
 
 def regress(results: list[str], baseline: str, metrics: list[str], tolerance: float, std_multiple: float,
-            stats: StatsConfig, allow_missing: bool = False) -> tuple[str, bool]:
+            stats: StatsConfig, allow_missing: bool = False, allow_other_model: bool = False) -> tuple[str, bool]:
     """The printed table and whether everything passed."""
     if tolerance < 0 or std_multiple < 0:
         raise EvalkitError("--tolerance and --std_multiple must be >= 0")
@@ -156,13 +246,13 @@ def regress(results: list[str], baseline: str, metrics: list[str], tolerance: fl
         raise EvalkitError(f"the baseline {baseline} holds none of the metrics {', '.join(metrics)}")
     not_run = 0
     if is_published_table(baseline):  # a reference, not a contract: compare only what was run
-        run = {(key[0], key[1]) for key in new}
-        compared = {key: entry for key, entry in reference.items() if (key[0], key[1]) in run}
+        run = {(entry.model, entry.task) for entry in new}
+        compared = [entry for entry in reference if (entry.model, entry.task) in run]
         if not compared:
             raise EvalkitError(f"no (model, task) of {', '.join(results)} is in {baseline}; name the model and task "
                                "as the CSV does (its `model` and `task` columns)")
         not_run, reference = len(reference) - len(compared), compared
-    rows = compare(new, reference, tolerance, std_multiple, stats, allow_missing)
+    rows = compare(new, reference, tolerance, std_multiple, stats, allow_missing, allow_other_model)
     failed = [r for r in rows if r["status"] in ("fail", "missing")]
     summary = (f"\n{len(rows) - len(failed)} of {len(rows)} passed" +
                (f"; {len(failed)} regression(s) or missing result(s)" if failed else "") +

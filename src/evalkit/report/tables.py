@@ -1,74 +1,26 @@
-"""Tables from results.json files: models x tasks, mean ± std over runs with the bootstrap CI.
+"""The report's tables from loaded runs: models x tasks, mean ± std over runs with the bootstrap CI.
 
-The best model of each column is in bold; a model whose difference from the best is not
-significant (paired bootstrap over the same test samples, see :mod:`evalkit.report.compare`)
-is marked ``≈``. Markdown for people, CSV for spreadsheets, comparison.json for programs.
+The best model of each column (by the metric's recorded direction, see
+:func:`evalkit.report.compare.compare_runs`) is in bold; a model whose difference from the best
+is not significant (paired bootstrap over the same test samples) is marked ``≈``. Markdown for
+people, CSV for spreadsheets. Rendering only: the numbers come from :mod:`evalkit.report.runs`
+and the comparison, and :mod:`evalkit.report.write` writes the files.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.metrics.spec import MetricSpec
+from evalkit.report.runs import Run, columns, metric_spec
 from evalkit.stats.config import StatsConfig
 
 NOT_SIGNIFICANT = "≈"
-
-
-@dataclass
-class Run:
-    """One results.json and the folder it lives in (where predictions.h5 is)."""
-
-    data: dict[str, Any]
-    run_dir: Path
-
-    @property
-    def task(self) -> str:
-        return self.data["task"]
-
-    @property
-    def model(self) -> str:
-        return self.data["model"]
-
-
-def load_results(paths: list[str | Path]) -> list[Run]:
-    """Every results.json under ``paths`` (files or folders); the newest run per (task, model) wins."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            files.append(p)
-        elif p.is_dir():
-            files.extend(sorted(p.rglob("results.json")))
-        else:
-            raise EvalkitError(f"results path not found: {p}")
-    if not files:
-        raise EvalkitError(f"no results.json under {', '.join(map(str, paths))}; run `evalkit fit` first")
-    latest: dict[tuple[str, str], tuple[str, Run]] = {}
-    for file in files:
-        try:
-            result = json.loads(file.read_text())
-            key = (result["task"], result["model"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-            raise EvalkitError(f"{file} is not an evalkit results.json") from None
-        stamp = result.get("provenance", {}).get("created", "") + file.parent.name
-        if key not in latest or stamp > latest[key][0]:
-            latest[key] = (stamp, Run(result, file.parent))
-    return [run for _, run in sorted(latest.values(), key=lambda item: (item[1].task, item[1].model))]
-
-
-def columns(runs: list[Run], metric: str) -> list[tuple[str, str]]:
-    """The (task, split) pairs that report ``metric``, in first-seen order."""
-    found: list[tuple[str, str]] = []
-    for run in runs:
-        for split, metrics in run.data["metrics"].items():
-            if metric in metrics and (run.task, split) not in found:
-                found.append((run.task, split))
-    return found
 
 
 def _cell(value: dict[str, Any], best: bool, not_significant: bool) -> str:
@@ -87,8 +39,8 @@ def comparison_table(runs: list[Run], metric: str, comparison: dict[str, Any]) -
         reported = sorted({name for run in runs for values in run.data["metrics"].values() for name in values})
         raise EvalkitError(f"no results report the metric '{metric}'; pass --metric with one they report: "
                            f"{', '.join(reported)}")
-    models = sorted({run.model for run in runs})
-    cell = {(run.model, run.task, s): m[metric] for run in runs for s, m in run.data["metrics"].items() if metric in m}
+    models = sorted({run.label for run in runs})
+    cell = {(run.label, run.task, s): m[metric] for run in runs for s, m in run.data["metrics"].items() if metric in m}
     header = ["model"] + [f"{task}/{split}" for task, split in cols]
     shown, numeric = [], []
     for model in models:
@@ -151,7 +103,7 @@ class Section:
 
 
 def _pairwise_section(runs: list[Run], comparison: dict[str, Any], stats: StatsConfig) -> Section | None:
-    by_key = {(run.task, run.model): run for run in runs}
+    by_key = {(run.task, run.label): run for run in runs}
     rows, sources = [], []
     for name, column in comparison["columns"].items():
         task = name.rsplit("/", 1)[0]
@@ -184,29 +136,33 @@ def _friedman_section(comparison: dict[str, Any]) -> Section | None:
                    f"{friedman['alpha']}.")
 
 
+_REPRESENTATION = (("rankme", "RankMe", 1), ("odcorr", "ODCorr", 3), ("alpha_req", "α-ReQ", 3))
+_ARROW = {True: " ↑", False: " ↓", None: ""}
+
+
 def _representation_section(runs: list[Run]) -> Section | None:
     rows, sources = [], []
     for run in runs:
         for split, values in (run.data.get("representation") or {}).items():
-            rows.append([run.model, f"{run.task}/{split}", *(_fmt(values.get(key), digits)
-                                                              for key, digits in (("rankme", 1), ("odcorr", 3),
-                                                                                  ("alpha_req", 3)))])
+            rows.append([run.label, f"{run.task}/{split}",
+                         *(_fmt(values.get(key), digits) for key, _, digits in _REPRESENTATION)])
             sources.append([run])
     if not rows:
         return None
-    return Section("Representation metrics of the cached embeddings (label-free)",
-                   ["model", "task/split", "RankMe", "ODCorr", "α-ReQ"], rows, sources)
+    names = [name + _ARROW[metric_spec(runs, key).higher_is_better] for key, name, _ in _REPRESENTATION]
+    return Section("Representation metrics of the cached embeddings (label-free; ↑/↓: higher/lower is better)",
+                   ["model", "task/split", *names], rows, sources)
 
 
 def _label_efficiency_section(runs: list[Run]) -> Section | None:
     rows, sources = [], []
     for run in runs:
-        section = run.data.get("label_efficiency")
+        section = (run.data.get("curves") or {}).get("label_efficiency")
         if not section:
             continue
         for head, per_split in section["auc"].items():
             for split, by_kind in per_split.items():
-                rows.append([run.model, f"{run.task}/{split}", head,
+                rows.append([run.label, f"{run.task}/{split}", head,
                              *(f"{by_kind[kind]:.3f}" if kind in by_kind else "–" for kind in ("shots", "fraction"))])
                 sources.append([run])
     if not rows:
@@ -215,48 +171,39 @@ def _label_efficiency_section(runs: list[Run]) -> Section | None:
                    ["model", "task/split", "head", "k-shot", "fraction"], rows, sources)
 
 
+def _left_out_section(runs: list[Run]) -> Section | None:
+    """Which results.json files the table does not show, so that no run disappears silently."""
+    left_out = [path for run in runs for path in run.superseded]
+    if not left_out:
+        return None
+    runs_word = "run" if len(left_out) == 1 else "runs"
+    return Section(f"{len(left_out)} older {runs_word} of the same (task, evaluation, protocol, model) left out, the "
+                   f"newest of each shown: {', '.join(map(str, left_out))}")
+
+
 def report_sections(runs: list[Run], comparison: dict[str, Any], stats: StatsConfig) -> list[Section]:
     """Everything after the main table, in the order the report shows it."""
-    sections = (_pairwise_section(runs, comparison, stats), _friedman_section(comparison),
+    sections = (_left_out_section(runs), _pairwise_section(runs, comparison, stats), _friedman_section(comparison),
                 _representation_section(runs), _label_efficiency_section(runs))
     return [section for section in sections if section is not None]
 
 
-def write_report(paths: list[str | Path], output_dir: str | Path, metric: str = "balanced_accuracy",
-                 stats: StatsConfig | None = None, plots: bool = True, html: bool = False,
-                 log: Callable[[str], None] = lambda _: None) -> str:
-    """Write report.md, report.csv, comparison.json (and the plots, and report.html) to ``output_dir``;
-    returns the Markdown."""
-    from evalkit.report.compare import compare_runs
+def _protocols(runs: list[Run], metric: str) -> str:
+    """Which protocol(s) the table shows: one for all, or per task."""
+    per_task: dict[str, set[str]] = defaultdict(set)
+    for run in runs:
+        if any(metric in values for values in run.data["metrics"].values()):
+            per_task[run.task].add(run.protocol)
+    every = set().union(*per_task.values())
+    if len(every) == 1:
+        return f"protocol {every.pop()}"
+    return "protocols: " + "; ".join(f"{task} {', '.join(sorted(found))}" for task, found in sorted(per_task.items()))
 
-    stats = stats or StatsConfig()
-    runs = load_results(paths)
-    comparison = compare_runs(runs, metric, stats)
-    header, shown, numeric = comparison_table(runs, metric, comparison)
-    sections = report_sections(runs, comparison, stats)
-    caption = (f"{metric}: mean ± std over runs [{stats.confidence:.0%} bootstrap CI]; best in bold; "
-               f"{NOT_SIGNIFICANT} = not significantly different from the best (paired bootstrap, alpha "
-               f"{stats.alpha})")
-    markdown = f"{caption}\n\n" + to_markdown(header, shown) + "".join(section.markdown() for section in sections)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = ["report.md", "report.csv", "comparison.json"]
-    plot_files: list[Path] = []
-    if plots:
-        from evalkit.report.plots import write_plots
 
-        plot_files = write_plots(runs, metric, comparison, out)
-        comparison["plots"] = [str(p) for p in plot_files]
-        markdown += "\nPlots: " + ", ".join(p.name for p in plot_files) + "\n"
-        written.append(f"{len(plot_files)} plots")
-    (out / "report.md").write_text(markdown)
-    (out / "report.csv").write_text(to_csv(header, numeric))
-    (out / "comparison.json").write_text(json.dumps(comparison, indent=2))
-    if html:
-        from evalkit.report.html import render_html
-
-        (out / "report.html").write_text(render_html(runs, metric, caption, header, shown, sections, plot_files,
-                                                     stats, inputs=[str(p) for p in paths]))
-        written.append("report.html")
-    log(f"wrote to {out}: " + ", ".join(written))
-    return markdown
+def caption(runs: list[Run], spec: MetricSpec, stats: StatsConfig) -> str:
+    """What the main table shows, including which way is better and under which protocol(s)."""
+    direction = {True: "higher is better, best in bold", False: "lower is better, best in bold",
+                 None: "no better end recorded, so no best"}[spec.higher_is_better]
+    return (f"{spec.name}: mean ± std over runs [{stats.confidence:.0%} bootstrap CI]; {direction}; "
+            f"{NOT_SIGNIFICANT} = not significantly different from the best (paired bootstrap, alpha {stats.alpha}); "
+            f"{_protocols(runs, spec.name)}")

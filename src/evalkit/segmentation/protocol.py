@@ -17,11 +17,11 @@ from typing import Any, Callable
 
 import torch
 
-from evalkit.embed.config import check_torch_device
+from evalkit.runtime import check_torch_device
 from evalkit.errors import EvalkitError
 from evalkit.heads.protocols import cosine_to_zero
 from evalkit.metrics.segmentation import confusion, segmentation_scores
-from evalkit.segmentation.cache import SegmentationCache
+from evalkit.segmentation.features import SegmentationCache
 from evalkit.segmentation.decoders import SEG_DECODERS, build_decoder
 from evalkit.segmentation.inference import stitch
 

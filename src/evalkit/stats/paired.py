@@ -14,7 +14,8 @@ import math
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.stats.bootstrap import _check_resampling, _percentile_interval, _run_means, _Scorer
+from evalkit.metrics.classification import ClassificationScorer
+from evalkit.stats.bootstrap import check_resampling, percentile_interval, resampled_run_means
 
 # Below this many disagreements the chi-square approximation is poor: use the exact binomial test.
 MCNEMAR_EXACT_BELOW = 25
@@ -43,13 +44,13 @@ def paired_bootstrap(
     the resampled differences (Hall & Wilson 1991). It is never below ``1 / (n_resamples + 1)``,
     is 1 when ``d = 0``, and does not change when A and B swap.
     """
-    _check_resampling(n_resamples, confidence)
+    check_resampling(n_resamples, confidence)
     shape_a, shape_b = torch.as_tensor(probs_a).shape, torch.as_tensor(probs_b).shape
     if shape_a[-2:] != shape_b[-2:]:
         raise EvalkitError(f"expected both models' probs over the same [samples, classes], got "
                            f"{list(shape_a)} and {list(shape_b)}")
-    scorer_a = _Scorer(target, probs_a, num_classes, [metric])
-    scorer_b = _Scorer(target, probs_b, num_classes, [metric])
+    scorer_a = ClassificationScorer(target, probs_a, num_classes, [metric])
+    scorer_b = ClassificationScorer(target, probs_b, num_classes, [metric])
     if scorer_a.probs.device != scorer_b.probs.device:
         raise EvalkitError(f"expected both models' probs on one device, got {scorer_a.probs.device} "
                            f"and {scorer_b.probs.device}")
@@ -58,9 +59,9 @@ def paired_bootstrap(
     estimate_b = float(scorer_b(ones)[metric].mean())
     observed = estimate_a - estimate_b
 
-    resampled_a, resampled_b = _run_means([scorer_a, scorer_b], n_resamples, seed)
+    resampled_a, resampled_b = resampled_run_means([scorer_a, scorer_b], n_resamples, seed)
     differences = resampled_a[metric] - resampled_b[metric]
-    low, high = _percentile_interval(differences, confidence)
+    low, high = percentile_interval(differences, confidence)
     valid = differences[~differences.isnan()]  # an AUROC can be undefined on a degenerate resample
     extreme = int(((valid - observed).abs() >= abs(observed)).sum())
     return {"metric": metric, "diff": observed, "ci_low": low, "ci_high": high,

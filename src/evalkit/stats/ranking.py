@@ -23,7 +23,7 @@ def _check_design(k: int, n_blocks: int) -> None:
                            f"and {n_blocks} tasks")
 
 
-def friedman(scores: torch.Tensor | np.ndarray, higher_is_better: bool = True) -> dict:
+def friedman(scores: torch.Tensor | np.ndarray, higher_is_better: bool) -> dict:
     """Friedman test that ``k`` models rank alike over ``n_blocks`` tasks: ``scores`` [n_blocks, k].
 
     Rank 1 is the best model of a task; tied models share their average rank. The statistic
@@ -33,10 +33,14 @@ def friedman(scores: torch.Tensor | np.ndarray, higher_is_better: bool = True) -
     conservative version Demšar recommends. If every task ties all models, nothing
     distinguishes them: statistic 0 and p = 1 (scipy gives NaN). Returns ``average_ranks``
     (one per model), ``statistic``, ``p_value``, ``iman_davenport_f``, ``iman_davenport_p``,
-    ``n_blocks`` and ``k``.
+    ``n_blocks`` and ``k``. ``higher_is_better`` is the metric's recorded direction (its
+    ``MetricSpec``), never a default; a metric with none (``None``) cannot be ranked and is refused.
     """
     from scipy import stats  # imported here: scipy takes a while, and only the ranking needs it
 
+    if not isinstance(higher_is_better, bool):
+        raise EvalkitError(f"expected higher_is_better True or False, got {higher_is_better!r}: a metric with no "
+                           "better end cannot be ranked")
     x = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
     if x.ndim != 2:
         raise EvalkitError(f"expected scores of shape [tasks, models], got shape {list(x.shape)}")

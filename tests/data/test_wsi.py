@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.pretrain import wsi
-from evalkit.pretrain.wsi import (
+from evalkit.data import wsi
+from evalkit.data.wsi import (
     GridPatches,
     RandomPatches,
     Slide,
