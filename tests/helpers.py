@@ -146,7 +146,8 @@ def write_schema1_h5(path: Path, n: int = 6, dim: int = 8) -> Path:
 
 def load_task(path: Path = CRC_TASK, *overrides: str):
     """A :class:`evalkit.task.Task` from a task config, through the real parser."""
-    from evalkit.cli import build_parser, chosen_evaluation
+    from evalkit.cli import build_parser
+    from evalkit.preparse import chosen_evaluation
 
     argv = ["--config", str(path), *overrides]
     parser = build_parser("fit", chosen_evaluation(argv))

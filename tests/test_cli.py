@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from evalkit import __version__
-from evalkit.cli import build_parser, chosen_evaluation, main
+from evalkit.cli import build_parser, main
+from evalkit.preparse import chosen_evaluation
 from evalkit.errors import EvalkitError
 from evalkit.evaluations import EVALUATIONS
 from evalkit.evaluations.knn import KnnProbe

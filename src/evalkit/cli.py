@@ -27,6 +27,7 @@ from evalkit.env import env_str
 from evalkit.errors import EvalkitError, one_line
 from evalkit.evaluations import EVALUATIONS, Evaluation
 from evalkit.models import MODELS, ModelSpec
+from evalkit.preparse import chosen_evaluation, model_config_positions, with_class_paths, without_configs
 from evalkit.runtime import is_global_zero
 from evalkit.stats.config import StatsConfig
 from evalkit.task import Task
@@ -122,113 +123,6 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
                             help="where results.json files go (RESULTS_ROOT)")
         parser.add_class_arguments(StatsConfig, "stats", help="confidence intervals and significance tests")
     return parser
-
-
-def _config_values(argv: list[str]) -> dict[str, Any]:
-    """What the config files and flags of ``argv`` say about the choice of evaluation, later ones winning:
-    ``evaluation``, ``task.evaluations`` and the dataset's ``class_path``."""
-    found: dict[str, Any] = {}
-    for i, arg in enumerate(argv):
-        name, _, value = arg.partition("=")
-        if not value and i + 1 < len(argv):
-            value = argv[i + 1]
-        if name == "--config" and Path(value).is_file():
-            try:
-                content = yaml.safe_load(Path(value).read_text())
-            except (yaml.YAMLError, UnicodeDecodeError):
-                continue
-            if not isinstance(content, dict):
-                continue
-            task = content.get("task") if isinstance(content.get("task"), dict) else {}
-            dataset = task.get("dataset")
-            for key, item in (("evaluation", content.get("evaluation")), ("task.evaluations", task.get("evaluations")),
-                              ("task.dataset", dataset.get("class_path") if isinstance(dataset, dict) else dataset)):
-                if item is not None:
-                    found[key] = item
-        elif name in ("--evaluation", "--task.evaluations", "--task.dataset", "--task.dataset.class_path"):
-            found[name[2:].removesuffix(".class_path")] = yaml.safe_load(value) if name == "--task.evaluations" else value
-    return found
-
-
-def chosen_evaluation(argv: list[str]) -> type[Evaluation]:
-    """The evaluation a run of ``argv`` uses: ``--evaluation`` if given (one of the task's), else the first of
-    the task's ``evaluations``, else the first its dataset supports; linear_probe when none can be told."""
-    found = _config_values(argv)
-    names = found.get("task.evaluations")
-    if not names and isinstance(found.get("task.dataset"), str):
-        dataset = _dataset_class(found["task.dataset"])
-        names = list(getattr(dataset, "evaluations", ())) if dataset is not None else None
-    names = [names] if isinstance(names, str) else list(names or ["linear_probe"])
-    chosen = found.get("evaluation") or names[0]
-    if chosen not in names:
-        raise EvalkitError(f"--evaluation {chosen}: this task runs {', '.join(names)}; pick one of them")
-    return EVALUATIONS.get(chosen)
-
-
-_REGISTRY_KEYS = {"model": MODELS, "task.dataset": DATASETS}  # where a registry name may stand for a class_path
-
-
-def _dotted(registry: Any, name: Any) -> Any:
-    """``name``'s dotted class path when it is a registry name (``timm``), else ``name`` unchanged."""
-    if isinstance(name, str) and name in registry:
-        cls = registry.get(name)
-        return f"{cls.__module__}.{cls.__name__}"
-    return name
-
-
-def with_class_paths(argv: list[str]) -> list[str]:
-    """``argv`` with registry names (``class_path: timm``, ``--task.dataset image_folder``) replaced by their
-    dotted class paths: the registries are the front door for configs and the command line alike, and
-    jsonargparse then sees only class paths. A config file that names one is passed on as its YAML text."""
-    out = list(argv)
-    for i, arg in enumerate(argv):
-        name, sep, value = arg.partition("=")
-        position, value = (i, value) if sep else (i + 1, argv[i + 1] if i + 1 < len(argv) else None)
-        if value is None:
-            continue
-        for key, registry in _REGISTRY_KEYS.items():
-            if name in (f"--{key}", f"--{key}.class_path"):
-                out[position] = (f"{name}=" if sep else "") + str(_dotted(registry, value))
-        if name == "--config" and Path(value).is_file():
-            try:
-                content = yaml.safe_load(Path(value).read_text())
-            except (yaml.YAMLError, UnicodeDecodeError):
-                continue
-            if isinstance(content, dict) and _rename_in_config(content):
-                out[position] = (f"{name}=" if sep else "") + yaml.safe_dump(content, sort_keys=False)
-    return out
-
-
-def _rename_in_config(content: dict[str, Any]) -> bool:
-    """Replace registry names by class paths in a loaded config; True if any was replaced."""
-    changed = False
-    for key, registry in _REGISTRY_KEYS.items():
-        parent, node = content, None
-        *path, last = key.split(".")
-        for part in path:
-            parent = parent.get(part) if isinstance(parent, dict) else None
-        node = parent.get(last) if isinstance(parent, dict) else None
-        if isinstance(node, str) and node in registry:
-            parent[last] = {"class_path": _dotted(registry, node)}
-            changed = True
-        elif isinstance(node, dict) and node.get("class_path") in registry:
-            node["class_path"] = _dotted(registry, node["class_path"])
-            changed = True
-    return changed
-
-
-def _dataset_class(class_path: str) -> type | None:
-    """The dataset class a config names by dotted path, class name or registry name."""
-    if class_path in DATASETS:
-        return DATASETS.get(class_path)
-    module, _, name = class_path.rpartition(".")
-    for _, cls in DATASETS.items():
-        if cls.__name__ == name or cls.__name__ == class_path:
-            return cls
-    try:
-        return getattr(importlib.import_module(module), name) if module else None
-    except (ImportError, AttributeError):
-        return None
 
 
 def _resolved_config(parser: ArgumentParser, cfg: Namespace) -> dict[str, Any]:
@@ -362,53 +256,27 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
         raise EvalkitError("interrupted; rerun the same command to resume from the cache") from None
 
 
-def _model_configs(argv: list[str]) -> list[int]:
-    """Positions in ``argv`` of the ``--config`` values whose file sets ``model``."""
-    positions = []
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else (arg.split("=", 1)[1] if arg.startswith("--config=") else None)
-        if value is None or not Path(value).is_file():
-            continue
-        try:
-            content = yaml.safe_load(Path(value).read_text())
-        except yaml.YAMLError:
-            continue
-        if isinstance(content, dict) and "model" in content:
-            positions.append(i + 1 if arg == "--config" else i)
-    return positions
-
-
-def _without(argv: list[str], drop: list[int]) -> list[str]:
-    """``argv`` without the ``--config`` options whose value positions are in ``drop``."""
-    skip: set[int] = set()
-    for pos in drop:
-        skip.add(pos)
-        if argv[pos] != "--config" and not argv[pos].startswith("--config="):
-            skip.add(pos - 1)
-    return [a for i, a in enumerate(argv) if i not in skip]
-
-
 def _compare(argv: list[str], log: Callable[[str], None]) -> None:
     """predict_fit over several model configs, then one comparison table."""
     from evalkit.report import write_report
 
-    positions = _model_configs(argv)
+    positions = model_config_positions(argv)
     if any(arg.startswith("--print_config") for arg in argv):  # one YAML document per model
         for i, keep in enumerate(positions):
             print("---" if i else "", end="\n" if i else "")
             try:
                 build_parser("predict_fit", chosen_evaluation(argv)).parse_args(
-                    with_class_paths(_without(argv, [p for p in positions if p != keep])))
+                    with_class_paths(without_configs(argv, [p for p in positions if p != keep])))
             except SystemExit as exc:  # jsonargparse exits after printing
                 if exc.code not in (0, None):
                     raise
         return
     paths = []
     for keep in positions:
-        paths.append(_run_single("predict_fit", _without(argv, [p for p in positions if p != keep]), log))
+        paths.append(_run_single("predict_fit", without_configs(argv, [p for p in positions if p != keep]), log))
     evaluation = chosen_evaluation(argv)
     parser = build_parser("predict_fit", evaluation)
-    first = parser.parse_args(with_class_paths(_without(argv, positions[1:])))
+    first = parser.parse_args(with_class_paths(without_configs(argv, positions[1:])))
     output = Path(first.results_root) / first.task.name
     print()
     written = [str(p) for p in paths if p]
@@ -458,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in rest
     log = _progress
     try:
-        if command == "predict_fit" and len(_model_configs(rest)) > 1:
+        if command == "predict_fit" and len(model_config_positions(rest)) > 1:
             _compare(rest, log)
         else:
             _run_single(command, rest, log)

@@ -65,7 +65,7 @@ def fit(task: Task, model: ModelSpec | None, evaluation: Evaluation, embeddings_
     start = time.perf_counter()
     prefix = f"[{identity.name}] "
     result = evaluation.fit(task, data, stats, lambda line: log(prefix + line))
-    timing = {**(timing or {}), "fit_s": round(time.perf_counter() - start, 3)}
+    timing = {**(timing or {}), **result.timing, "fit_s": round(time.perf_counter() - start, 3)}
     record = run_record(task, evaluation, identity, result, stats, timing, files, data)
     path = write_run(new_run_dir(results_root, task.name, identity.name), record, config, result)
     primary = evaluation.primary_metric

@@ -101,8 +101,8 @@ def test_a_short_run_on_the_fixture_learns_and_writes_its_outputs(tmp_path: Path
     assert len(results["curves"]["training"]["test"]["runs"]) == runs
     assert len(results["metrics"]["test"]["dice"]["runs"]) == runs
     assert {row["class"] for row in results["per_class"]["test"]} == set(CLASSES)
-    assert results["settings"]["decoder"] == decoder and results["settings"]["seconds_per_epoch"] > 0
-    assert results["settings"]["crops_per_image"] == 8 and "head" not in results
+    assert results["protocol"] == decoder and results["timing"]["seconds_per_epoch"] > 0
+    assert results["settings"]["seeds"] == list(range(runs)) and "head" not in results
     # Every metric's metadata, the per-class ones included, as fit recorded it.
     info = results["metric_info"]
     assert {"dice", "miou"} <= set(info) and info["dice"]["higher_is_better"] is True

@@ -87,7 +87,8 @@ def test_kill_9_in_the_crop_pool_and_in_the_grid_then_rerun_equals_an_uninterrup
 
 def test_the_seg_options_that_decide_what_is_embedded_enter_the_cache_key(tmp_path):
     """--seg.* options that decide what is embedded enter the cache key: a new pool never reuses an old one."""
-    from evalkit.cli import build_parser, chosen_evaluation
+    from evalkit.cli import build_parser
+    from evalkit.preparse import chosen_evaluation
     from evalkit.embed.features import feature_file
     from evalkit.evaluations.segmentation import Segmentation
     from evalkit.segmentation.protocol import SegmentationConfig
@@ -111,3 +112,20 @@ def test_the_seg_options_that_decide_what_is_embedded_enter_the_cache_key(tmp_pa
     assert paths(crops_per_image=2, test_stride=100)["test"] != base["test"]
     assert paths(crops_per_image=2, seed=1)["train"] != base["train"]
     assert paths(crops_per_image=2, n_runs=1, max_steps=5) == base  # decoder settings are fit's only
+
+
+def test_two_ranks_write_the_feature_maps_one_rank_does(tmp_path):
+    """Multi-device embedding of the crop pool and the grid (Lightning DDP over gloo): the same files."""
+    data = tmp_path / "data"
+    build_learnable_consep(data)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _predict(data, one).returncode == 0
+    proc = run_cli(*ARGS, "--embed.devices", "2", "--data_root", data, "--embeddings_root", two, cwd=tmp_path,
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    files = sorted(one.rglob("*.h5"))
+    assert [p.name for p in files] == [p.name for p in sorted(two.rglob("*.h5"))] and len(files) == 2
+    for path in files:
+        assert_same_cache(path, two / path.relative_to(one))
+    assert not list(two.rglob("*.partial"))

@@ -44,6 +44,7 @@ class EvaluationResult:
         representation: split -> label-free metrics of the features (RankMe, ODCorr, ...).
         metric_info: metadata of metrics not in the registry (per-class columns).
         artifacts: file name -> writer of an extra file in the run folder (plots).
+        timing: seconds of the evaluation's parts beyond the whole fit (label-efficiency curves, ...).
     """
 
     metrics: dict[str, dict[str, list[float]]]
@@ -56,6 +57,7 @@ class EvaluationResult:
     representation: dict[str, dict[str, float | None]] = field(default_factory=dict)
     metric_info: dict[str, MetricSpec] = field(default_factory=dict)
     artifacts: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 class Evaluation(ABC):

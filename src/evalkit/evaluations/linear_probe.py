@@ -4,7 +4,6 @@ early-stopped on validation balanced accuracy, with optional label-efficiency cu
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Any, Callable
 
 from evalkit.embed.features import FeatureSet
@@ -46,13 +45,12 @@ class LinearProbe(Evaluation):
         log(f"{task.name}: fitting {head.n_runs} linear probe runs ({head.protocol}) on {len(rows.train[1])} "
             f"embeddings of size {rows.dim}")
         probe = fit_linear_probe(rows.train, rows.val, rows.num_classes, head, evaluate=rows.evaluate)
-        settings = {**probe.settings, "best_epochs": probe.best_epochs, "stopped_epochs": probe.stopped_epochs,
-                    "requested": asdict(head), "fit_s": round(probe.seconds, 3)}
+        settings = {**probe.settings, "best_epochs": probe.best_epochs, "stopped_epochs": probe.stopped_epochs}
         result = EvaluationResult(probe.metrics, rows.num_classes, settings, intervals(rows, probe.probs, stats),
                                   predictions(rows, probe.probs), representation=representation(data))
         if fewshot.enabled:
             start = time.perf_counter()
             result.curves["label_efficiency"] = label_efficiency(rows.train, rows.val, rows.evaluate, rows.num_classes,
                                                                  fewshot, head, stats, rows.ids[task.train_split], log)
-            settings["label_efficiency_s"] = round(time.perf_counter() - start, 3)
+            result.timing["label_efficiency_s"] = round(time.perf_counter() - start, 3)
         return result

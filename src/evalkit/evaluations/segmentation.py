@@ -4,7 +4,6 @@ frozen backbone's feature maps of a fixed crop pool, scored on the stitched test
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,7 +71,8 @@ class Segmentation(Evaluation):
             for prefix, parent in (("dice", "dice"), ("iou", "miou")):
                 spec = per_class(METRICS.get(parent), name, prefix)
                 result.metric_info[spec.name] = spec
-        result.settings = {**asdict(seg), "seconds_per_epoch": statistics.fmean(seconds_per_epoch)}
+        result.settings = {"device": str(seg.resolved_device()), "seeds": [seg.seed + r for r in range(seg.n_runs)]}
+        result.timing["seconds_per_epoch"] = round(statistics.fmean(seconds_per_epoch), 3)
         return result
 
     def _plots(self, split: str, test: SegmentationCache, runs: list[SegmentationRun], untrained_dice: float,

@@ -58,7 +58,7 @@ class LeJEPAModel(ModelSpec):
         return {"checkpoint_path": str(self.checkpoint_path)}
 
     def build(self) -> Backbone:
-        from evalkit.models.timm_model import _TimmBackbone
+        from evalkit.models.timm_model import TimmBackbone
         from evalkit.pretrain.model import build_backbone
 
         checkpoint = self._read()
@@ -66,4 +66,4 @@ class LeJEPAModel(ModelSpec):
         prefix = "network.backbone."
         state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         load_strict(net, state, str(self.checkpoint_path))
-        return _TimmBackbone(net.eval().requires_grad_(False), self.preprocessing_override or Preprocessing())
+        return TimmBackbone(net.eval().requires_grad_(False), self.preprocessing_override or Preprocessing())

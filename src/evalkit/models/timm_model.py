@@ -13,7 +13,7 @@ from evalkit.models.checkpoint import load_strict, read_state_dict, remap_keys
 from evalkit.models.registry import MODELS
 
 
-class _TimmBackbone(Backbone):
+class TimmBackbone(Backbone):
     def __init__(self, net: torch.nn.Module, preprocessing: Preprocessing) -> None:
         super().__init__(net.num_features, preprocessing)
         self.net = net
@@ -118,7 +118,7 @@ class TimmModel(ModelSpec):
         if self.checkpoint_path:
             state = remap_keys(read_state_dict(self.checkpoint_path, self.checkpoint_key), self.prefix_map)
             load_strict(net, state, self.checkpoint_path)
-        return _TimmBackbone(net.eval(), self.preprocessing_override or _timm_preprocessing(net))
+        return TimmBackbone(net.eval(), self.preprocessing_override or _timm_preprocessing(net))
 
 
 def _timm_preprocessing(net: torch.nn.Module) -> Preprocessing:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evalkit.errors import EvalkitError
-from evalkit.segmentation.decoders import IGNORE_INDEX, SEG_DECODERS, SegDecoder, _resize
+from evalkit.segmentation.decoders import IGNORE_INDEX, SEG_DECODERS, SegDecoder, resize_bilinear
 
 
 class _PixelClassifier(SegDecoder):
@@ -28,12 +28,12 @@ class _PixelClassifier(SegDecoder):
     def loss(self, outputs: dict[str, Any], targets: torch.Tensor) -> torch.Tensor:
         """Per-pixel cross-entropy, :data:`IGNORE_INDEX` left out."""
         self._check_targets(targets)
-        logits = _resize(outputs["logits"], targets.shape[-2:]).float()
+        logits = resize_bilinear(outputs["logits"], targets.shape[-2:]).float()
         return F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX)
 
     def semantic_logits(self, outputs: dict[str, Any], size: tuple[int, int]) -> torch.Tensor:
         """Softmax probabilities [B, K, H, W]: bounded, so one confident tile cannot outvote its neighbours."""
-        return _resize(outputs["logits"], size).softmax(dim=1)
+        return resize_bilinear(outputs["logits"], size).softmax(dim=1)
 
 
 @SEG_DECODERS.register("linear")
@@ -56,8 +56,8 @@ class LinearDecoder(_PixelClassifier):
         """-> ``logits`` [B, K, H, W]."""
         self._check_features(features)
         finest = max((f.shape[-2:] for f in features), key=lambda s: s[0] * s[1])
-        x = torch.cat([_resize(f, finest) for f in features], dim=1)
-        return {"logits": _resize(self.classifier(self.norm(x)), size)}
+        x = torch.cat([resize_bilinear(f, finest) for f in features], dim=1)
+        return {"logits": resize_bilinear(self.classifier(self.norm(x)), size)}
 
 
 @SEG_DECODERS.register("fpn")
@@ -104,4 +104,4 @@ class FPNDecoder(_PixelClassifier):
         if any(fine != (2 * coarse[0], 2 * coarse[1]) for fine, coarse in zip(sizes, sizes[1:])):
             raise EvalkitError(f"the fpn decoder needs feature maps whose sizes halve exactly, got {sizes}; "
                                f"use an input side that is a multiple of {8 * self.strides[-4]}")
-        return {"logits": _resize(self.head(self.decoder(maps)), size)}
+        return {"logits": resize_bilinear(self.head(self.decoder(maps)), size)}

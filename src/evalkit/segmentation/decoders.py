@@ -23,7 +23,7 @@ from evalkit.registry import Registry
 IGNORE_INDEX = 255  # target value of pixels that no loss sees (unlabelled or padding)
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
     """Bilinear resize of [B, C, h, w] to ``size`` (a no-op when it already has that size)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x

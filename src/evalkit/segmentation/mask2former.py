@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evalkit.errors import EvalkitError
-from evalkit.segmentation.decoders import IGNORE_INDEX, SEG_DECODERS, SegDecoder, _resize
+from evalkit.segmentation.decoders import IGNORE_INDEX, SEG_DECODERS, SegDecoder, resize_bilinear
 from evalkit.segmentation.losses import mask2former_loss
 
 
@@ -99,17 +99,17 @@ class _PixelDecoder(nn.Module):
         for lateral, stride, x in zip(self.lateral, self.strides, features):
             y = lateral(x)
             if stride in laterals:
-                y = laterals[stride] + _resize(y, laterals[stride].shape[-2:])
+                y = laterals[stride] + resize_bilinear(y, laterals[stride].shape[-2:])
             laterals[stride] = y
         # Top-down: the running sum goes down the levels; each level's output is its refined sum.
         pyramid, running = [], None
         for output, stride in zip(self.output, self.level_strides):
             lateral = laterals[stride]
-            running = lateral if running is None else lateral + _resize(running, lateral.shape[-2:])
+            running = lateral if running is None else lateral + resize_bilinear(running, lateral.shape[-2:])
             pyramid.append(output(running))
         x = pyramid[-1]
         for up, stride in zip(self.up, self.up_strides):
-            x = up(_resize(x, (math.ceil(size[0] / stride), math.ceil(size[1] / stride))))
+            x = up(resize_bilinear(x, (math.ceil(size[0] / stride), math.ceil(size[1] / stride))))
             pyramid.append(x)
         return pyramid, self.mask_proj(pyramid[-1])
 
@@ -219,5 +219,5 @@ class Mask2FormerDecoder(SegDecoder):
         overlapping tiles is as valid as averaging probabilities.
         """
         probs = outputs["pred_logits"].softmax(-1)[..., :self.num_classes]
-        masks = _resize(outputs["pred_masks"], size).sigmoid()
+        masks = resize_bilinear(outputs["pred_masks"], size).sigmoid()
         return torch.einsum("bqk,bqhw->bkhw", probs, masks)
