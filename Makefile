@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.evalkit-installed
 
-.PHONY: demo test test-all install clean results results-segmentation results-pretrain results-regress
+.PHONY: demo test test-all install clean results results-segmentation results-pretrain results-regress results-baseline
 
 # Create the venv when missing: torch first (the pinned local build), then evalkit and its test extras.
 $(STAMP): pyproject.toml
@@ -34,6 +34,14 @@ results: demo results-regress results-segmentation results-pretrain
 # results/baselines/crc_demo: the same fit passes, a degraded one (2 SGD steps) must fail.
 REGRESS := $(BIN)/evalkit regress --baseline results/baselines/crc_demo
 REGRESS_FIT := $(BIN)/evalkit fit --config configs/tasks/crc_demo.yaml --config configs/models/vit_small_patch16_224_random.yaml
+# The accepted baseline itself (after `make demo`): the same fit, copied with its config.yaml and predictions.h5.
+# Rerun it when the shipped model config changes on purpose (tests/report/test_shipped_baseline.py says when).
+results-baseline: $(STAMP)
+	rm -rf runs/baseline results/baselines/crc_demo && mkdir -p results/baselines/crc_demo
+	$(REGRESS_FIT) --results_root runs/baseline
+	cp runs/baseline/crc_demo/*/*/results.json runs/baseline/crc_demo/*/*/config.yaml \
+	    runs/baseline/crc_demo/*/*/predictions.h5 results/baselines/crc_demo/
+
 results-regress: $(STAMP)
 	rm -rf runs/regress && mkdir -p results/regress
 	$(REGRESS_FIT) --results_root runs/regress/unchanged
@@ -76,4 +84,4 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
 
 clean:
-	rm -rf data/embeddings results/runs runs/regress runs/segmentation_fixture
+	rm -rf data/embeddings results/runs runs/regress runs/baseline runs/segmentation_fixture
