@@ -366,9 +366,10 @@ def write_evalkit_embeddings(path: Path, split: str, x, y) -> Path:
     partial = PartialCache(path, batch)
     for lo in range(0, len(x), batch):
         partial.write_batch(np.arange(lo, min(lo + batch, len(x))), x[lo:lo + batch].numpy())
-    attrs = {"model": "synthetic", "model_fingerprint": "synthetic", "dataset": "synthetic", "split": split,
-             "transform": "{}", "classes": json.dumps(CLASSES), "embed_dim": int(x.shape[1])}
-    partial.assemble([f"{split}-{i:07d}" for i in range(len(x))], y.numpy(), attrs)
+    attrs = {"kind": "rows", "model": "synthetic", "model_fingerprint": "synthetic", "dataset": "synthetic",
+             "split": split, "transform": "{}", "classes": json.dumps(CLASSES), "embed_dim": int(x.shape[1])}
+    ids = np.asarray([f"{split}-{i:07d}" for i in range(len(x))], dtype=object)
+    partial.assemble(len(x), {"embeddings": "float32"}, attrs, {"labels": y.numpy(), "ids": ids})
     return path
 
 
@@ -394,7 +395,7 @@ def head_stage(eva: Path, work: Path, args: argparse.Namespace) -> dict:
         "--head.device", "cpu", "--results_root", str(results_root),
     ], work / "evalkit" / "fit.log", {"TRAIN_H5": str(h5["train"]), "VAL_H5": str(h5["val"])})
     evalkit_results = json.loads(next(results_root.rglob("results.json")).read_text())
-    head = evalkit_results["head"]
+    head = evalkit_results["settings"]
     log(f"    protocol {args.protocol}: {head['optimizer']} lr {head['lr']:g}, batch {head['batch_size']}, "
         f"max_steps {head['max_steps']:,}, cosine to 0 per step, patience {head['patience_epochs']} epochs, "
         f"{args.n_runs} runs")

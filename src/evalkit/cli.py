@@ -73,9 +73,10 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
                             help="metrics compared: one name or a list, e.g. dice or '[balanced_accuracy, f1_macro]'")
         parser.add_argument("--tolerance", type=float, default=0.01, help="allowed drop in absolute points")
         parser.add_argument("--std_multiple", type=float, default=2.0, help="allowed drop in baseline stds")
-        parser.add_argument("--allow_missing", type=bool, default=False, help="a baseline entry without a result passes")
-        parser.add_argument("--allow_other_model", type=bool, default=False,
-                            help="compare with a baseline run of another model (other fingerprint) anyway")
+        parser.add_argument("--allow_missing", type=bool, nargs="?", const=True, default=False,
+                            help="a baseline entry without a result passes (bare flag: true)")
+        parser.add_argument("--allow_other_model", type=bool, nargs="?", const=True, default=False,
+                            help="compare with a baseline run of another model (other fingerprint) anyway (bare flag: true)")
         parser.add_class_arguments(StatsConfig, "stats", help="the paired test between two evalkit runs")
         return parser
     if command in ("models", "evaluations"):
@@ -166,8 +167,10 @@ def _parse_error(command: str, message: str, evaluation: type[Evaluation] | None
     key = re.search(r'Parser key "([\w.]+)"', message)
     if given is not None and key and key.group(1) in ("model", "task.dataset"):
         registry = MODELS if key.group(1) == "model" else DATASETS
-        classes = ", ".join(f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}" for _, cls in registry.items())
-        return EvalkitError(f"unknown {registry.kind} '{given}' for --{key.group(1)}; expected a class_path, one of: {classes}")
+        named = re.search(r"""['"]class_path['"]: ['"]([^'"]+)['"]""", given)  # the value is a whole {class_path: ...}
+        classes = ", ".join(f"{name} ({cls.__module__.rsplit('.', 1)[0]}.{cls.__name__})" for name, cls in registry.items())
+        return EvalkitError(f"unknown {registry.kind} '{named.group(1) if named else given}' for --{key.group(1)}; "
+                            f"expected a registry name or class_path: {classes}")
     return EvalkitError(f"{'; '.join(lines[:2])} (see `evalkit {command} --help`)")
 
 
@@ -330,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             _compare(rest, log)
         else:
             _run_single(command, rest, log)
+    except BrokenPipeError:  # the reader of a pipe (`| head`) left: nothing more to say
+        sys.stderr.close()
+        return 0
     except EvalkitError as exc:
         if debug:
             traceback.print_exc()

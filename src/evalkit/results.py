@@ -1,5 +1,5 @@
 """The run record: ``results.json`` + the resolved ``config.yaml`` + ``predictions.h5``, written by
-:func:`write_run` for every evaluation, with one meaning per key (docs/results.md lists them).
+:func:`write_run` for every evaluation, with one meaning per key (docs/cache.md#resultsjson lists them).
 
 results.json carries ``schema_version``; readers refuse another version in one line.
 """

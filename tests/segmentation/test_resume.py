@@ -12,6 +12,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from consep_fixture import build_learnable_consep
 from evalkit.embed.cache import FAULT_HOOK, SCHEMA_VERSION
 from helpers import CONSEP_TASK, VIT_TINY, assert_same_cache, cli_env, evalkit_cmd, h5_tree, run_cli
@@ -114,8 +116,12 @@ def test_the_seg_options_that_decide_what_is_embedded_enter_the_cache_key(tmp_pa
     assert paths(crops_per_image=2, n_runs=1, max_steps=5) == base  # decoder settings are fit's only
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_feature_maps_one_rank_does(tmp_path):
-    """Multi-device embedding of the crop pool and the grid (Lightning DDP over gloo): the same files."""
+    """Multi-device embedding of the crop pool and the grid (Lightning DDP over gloo): the same files.
+
+    Slow (about 20 s); the default suite runs the same writer on two ranks with pooled rows
+    (tests/embed/test_ddp.py), and `make test-all` runs this one too."""
     data = tmp_path / "data"
     build_learnable_consep(data)
     one, two = tmp_path / "one", tmp_path / "two"

@@ -79,7 +79,9 @@ def check_schema(f: h5py.File, path: Path, kind: str) -> None:
         version = 1  # evalkit before schema versions
     if version is not None and int(version) != SCHEMA_VERSION:
         raise EvalkitError(f"{path} is a feature cache of schema {int(version)}; this evalkit reads schema "
-                           f"{SCHEMA_VERSION}: delete it and rerun `evalkit predict` (same task and model) to regenerate it")
+                           f"{SCHEMA_VERSION}: delete it and rerun `evalkit predict` (same task and model) to regenerate "
+                           "it, or, for embeddings written elsewhere, set its attributes schema_version=2 and "
+                           "kind='rows' (docs/cache.md)")
     found = f.attrs.get("kind")
     if version is None or found is None:
         raise EvalkitError(f"{path} is not an evalkit feature cache (no schema_version/kind attribute); point at a "

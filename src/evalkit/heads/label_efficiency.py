@@ -103,7 +103,7 @@ def _head_probs(head: str, subsets: list[Subset], train: Split, val: Split, eval
 def label_efficiency(train: Split, val: Split, evaluate: dict[str, Split], num_classes: int,
                      cfg: LabelEfficiencyConfig, linear: LinearProbeConfig, stats: StatsConfig,
                      train_ids: list[str], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The ``label_efficiency`` section of results.json (see docs/statistics.md)."""
+    """The label-efficiency curves, ``curves.label_efficiency`` in results.json (see docs/statistics.md)."""
     budgets = [("shots", k) for k in cfg.shots] + [("fraction", f) for f in cfg.fractions]
     subsets_out: list[dict[str, Any]] = []
     curves: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
