@@ -9,13 +9,13 @@ import yaml
 
 from evalkit import __version__
 from evalkit.cli import build_parser, main
-from evalkit.preparse import chosen_evaluation
 from evalkit.errors import EvalkitError
 from evalkit.evaluations import EVALUATIONS
 from evalkit.evaluations.knn import KnnProbe
 from evalkit.evaluations.linear_probe import LinearProbe
 from evalkit.evaluations.segmentation import Segmentation
-from evalkit.models import MODELS, ModelSpec
+from evalkit.models import MODELS, ModelSpec, TimmModel
+from evalkit.preparse import chosen_evaluation, with_class_paths
 from evalkit.task import Task
 from helpers import CONFIGS, CONSEP_TASK, CRC_TASK, PRECOMPUTED_TASK, RESNET_RANDOM, write_yaml
 
@@ -150,6 +150,28 @@ def test_fit_help_of_a_segmentation_task_documents_seg_options(capsys):
     for option in ("--seg.crops_per_image", "--seg.decoder", "--seg.n_runs", "--seg.test_stride", "--evaluation"):
         assert option in out
     assert "--head." not in out and "--fewshot." not in out and "--knn." not in out
+
+
+def test_registry_names_stand_for_class_paths_in_configs_and_flags(tmp_path, capsys):
+    """The registries are the front door: ``class_path: consep`` in a task file still picks the dataset's
+    evaluation (segmentation), and ``class_path: timm`` / ``--model torchvision`` build those adapters."""
+    task = tmp_path / "task.yaml"
+    task.write_text("task:\n  name: my_consep\n  dataset:\n    class_path: consep\n    init_args: {root: consep}\n"
+                    "  train_split: train\n  val_split: test\n")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(task), "--help"])
+    out = capsys.readouterr().out
+    assert "--seg.crops_per_image" in out and "--head." not in out
+
+    model = tmp_path / "model.yaml"
+    model.write_text("model:\n  class_path: timm\n  init_args: {model_name: resnet18}\n")
+    argv = with_class_paths(["--config", str(CRC_TASK), "--config", str(model)])
+    objects = build_parser("fit").instantiate_classes(build_parser("fit").parse_args(argv))
+    assert type(objects.model) is TimmModel and objects.model.model_name == "resnet18"
+    argv = with_class_paths(["--config", str(CRC_TASK), "--model", "torchvision", "--model.model_name", "resnet18",
+                             "--task.dataset=image_csv"])
+    assert argv[3] == "evalkit.models.torchvision_model.TorchvisionModel"
+    assert argv[-1] == "--task.dataset=evalkit.data.image_folder.ImageCSV"
 
 
 def test_evaluations_list_lists_the_three(capsys):

@@ -25,7 +25,7 @@ from evalkit.data import DATASETS
 from evalkit.embed.config import EmbedConfig
 from evalkit.env import env_str
 from evalkit.errors import EvalkitError, one_line
-from evalkit.evaluations import EVALUATIONS, Evaluation
+from evalkit.evaluations import EVALUATIONS, Evaluation, get_evaluation
 from evalkit.models import MODELS, ModelSpec
 from evalkit.preparse import chosen_evaluation, model_config_positions, with_class_paths, without_configs
 from evalkit.runtime import is_global_zero
@@ -113,7 +113,7 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
     parser.add_argument("--evaluation", type=str | None, default=None,
                         help="which of the task's evaluations runs (default: the first of task.evaluations); "
                              "`evalkit evaluations list` shows them")
-    evaluation = evaluation or EVALUATIONS.get("linear_probe")
+    evaluation = evaluation or get_evaluation("linear_probe")
     groups = evaluation.options if command != "predict" else {g: evaluation.options[g] for g in evaluation.predict_options}
     for group, (cls, text) in groups.items():
         parser.add_class_arguments(cls, group, help=f"{evaluation.name}: {text}")
@@ -176,8 +176,10 @@ def _parse_error(command: str, message: str, evaluation: type[Evaluation] | None
 
 def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Path | None:
     """Run one command; returns the results.json it wrote, if any."""
-    argv = with_class_paths(argv)
+    # The evaluation is read from the config files themselves (registry names included), before
+    # with_class_paths passes the ones that name a registry entry on as YAML text.
     evaluation_cls = chosen_evaluation(argv) if command in ("predict", "fit", "predict_fit") else None
+    argv = with_class_paths(argv)
     parser = build_parser(command, evaluation_cls)
     try:
         cfg = parser.parse_args(argv)

@@ -10,31 +10,47 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
 from evalkit.data import DATASETS
 from evalkit.errors import EvalkitError
-from evalkit.evaluations import EVALUATIONS, Evaluation
+from evalkit.evaluations import Evaluation, get_evaluation
 from evalkit.models import MODELS
+
+
+def _options(argv: list[str]) -> Iterator[tuple[str, int, str, bool]]:
+    """``(name, position of its value, value, given as name=value)`` of every ``--option`` of ``argv`` that has a value."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name, sep, value = arg.partition("=")
+        if sep:
+            yield name, i, value, True
+        elif i + 1 < len(argv):
+            yield name, i + 1, argv[i + 1], False
+
+
+def _config_content(value: str) -> dict[str, Any] | None:
+    """The mapping in the YAML file a ``--config`` value names; None when it names no readable YAML mapping."""
+    if not Path(value).is_file():
+        return None
+    try:
+        content = yaml.safe_load(Path(value).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return content if isinstance(content, dict) else None
 
 
 def _config_values(argv: list[str]) -> dict[str, Any]:
     """What the config files and flags of ``argv`` say about the choice of evaluation, later ones winning:
     ``evaluation``, ``task.evaluations`` and the dataset's ``class_path``."""
     found: dict[str, Any] = {}
-    for i, arg in enumerate(argv):
-        name, _, value = arg.partition("=")
-        if not value and i + 1 < len(argv):
-            value = argv[i + 1]
-        if name == "--config" and Path(value).is_file():
-            try:
-                content = yaml.safe_load(Path(value).read_text())
-            except (yaml.YAMLError, UnicodeDecodeError):
-                continue
-            if not isinstance(content, dict):
-                continue
+    for name, _, value, _ in _options(argv):
+        content = _config_content(value) if name == "--config" else None
+        if content is not None:
             task = content.get("task") if isinstance(content.get("task"), dict) else {}
             dataset = task.get("dataset")
             for key, item in (("evaluation", content.get("evaluation")), ("task.evaluations", task.get("evaluations")),
@@ -58,7 +74,7 @@ def chosen_evaluation(argv: list[str]) -> type[Evaluation]:
     chosen = found.get("evaluation") or names[0]
     if chosen not in names:
         raise EvalkitError(f"--evaluation {chosen}: this task runs {', '.join(names)}; pick one of them")
-    return EVALUATIONS.get(chosen)
+    return get_evaluation(chosen)
 
 
 _REGISTRY_KEYS = {"model": MODELS, "task.dataset": DATASETS}  # where a registry name may stand for a class_path
@@ -77,21 +93,14 @@ def with_class_paths(argv: list[str]) -> list[str]:
     dotted class paths: the registries are the front door for configs and the command line alike, and
     jsonargparse then sees only class paths. A config file that names one is passed on as its YAML text."""
     out = list(argv)
-    for i, arg in enumerate(argv):
-        name, sep, value = arg.partition("=")
-        position, value = (i, value) if sep else (i + 1, argv[i + 1] if i + 1 < len(argv) else None)
-        if value is None:
-            continue
+    for name, position, value, inline in _options(argv):
+        prefix = f"{name}=" if inline else ""
         for key, registry in _REGISTRY_KEYS.items():
             if name in (f"--{key}", f"--{key}.class_path"):
-                out[position] = (f"{name}=" if sep else "") + str(_dotted(registry, value))
-        if name == "--config" and Path(value).is_file():
-            try:
-                content = yaml.safe_load(Path(value).read_text())
-            except (yaml.YAMLError, UnicodeDecodeError):
-                continue
-            if isinstance(content, dict) and _rename_in_config(content):
-                out[position] = (f"{name}=" if sep else "") + yaml.safe_dump(content, sort_keys=False)
+                out[position] = prefix + str(_dotted(registry, value))
+        content = _config_content(value) if name == "--config" else None
+        if content is not None and _rename_in_config(content):
+            out[position] = prefix + yaml.safe_dump(content, sort_keys=False)
     return out
 
 
@@ -129,18 +138,8 @@ def _dataset_class(class_path: str) -> type | None:
 
 def model_config_positions(argv: list[str]) -> list[int]:
     """Positions in ``argv`` of the ``--config`` values whose file sets ``model``."""
-    positions = []
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else (arg.split("=", 1)[1] if arg.startswith("--config=") else None)
-        if value is None or not Path(value).is_file():
-            continue
-        try:
-            content = yaml.safe_load(Path(value).read_text())
-        except yaml.YAMLError:
-            continue
-        if isinstance(content, dict) and "model" in content:
-            positions.append(i + 1 if arg == "--config" else i)
-    return positions
+    return [position for name, position, value, _ in _options(argv)
+            if name == "--config" and "model" in (_config_content(value) or {})]
 
 
 def without_configs(argv: list[str], drop: list[int]) -> list[str]:
