@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from evalkit.embed.config import EmbedConfig
-from evalkit.embed.features import feature_file
+from evalkit.embed.features import FeatureSet, feature_file
 from evalkit.embed.index import model_fingerprint
 from evalkit.errors import EvalkitError
 from evalkit.evaluations.base import Evaluation
@@ -27,7 +27,7 @@ def predict(task: Task, model: ModelSpec, evaluation: Evaluation, data_root: str
     return predict_features(task, model, evaluation.features(task), data_root, embeddings_root, embed, log)
 
 
-def _locate(task: Task, model: ModelSpec | None, evaluation: Evaluation,
+def _locate(task: Task, model: ModelSpec | None, features: dict[str, FeatureSet], predict_options: tuple[str, ...],
             embeddings_root: str) -> tuple[dict[str, Path], ModelIdentity]:
     """The cache file of every split, and which model they hold.
 
@@ -35,7 +35,6 @@ def _locate(task: Task, model: ModelSpec | None, evaluation: Evaluation,
     by its fingerprint: hashed from the weights when they are here, else read from the index that
     ``predict`` wrote (so ``fit`` runs where the weights are not).
     """
-    features = evaluation.features(task)
     given = {split: task.dataset.cache_file(split) for split in features}
     if all(path is not None for path in given.values()):
         return given, ModelIdentity(None, None, "cache_files")
@@ -46,7 +45,7 @@ def _locate(task: Task, model: ModelSpec | None, evaluation: Evaluation,
              for split, feature_set in features.items()}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
-        groups = "".join(f" and --{group}.*" for group in evaluation.predict_options)
+        groups = "".join(f" and --{group}.*" for group in predict_options)
         raise EvalkitError(f"no feature cache {missing[0]}; run `evalkit predict` with the same task and model"
                            f"{groups} first")
     return files, ModelIdentity(model.name, fingerprint, source)
@@ -56,8 +55,8 @@ def fit(task: Task, model: ModelSpec | None, evaluation: Evaluation, embeddings_
         stats: StatsConfig, config: dict[str, Any], timing: dict[str, Any] | None = None,
         log: Callable[[str], None] = print) -> Path:
     """Run ``evaluation`` on the cached features of ``task`` and write one run record; returns its results.json."""
-    files, identity = _locate(task, model, evaluation, embeddings_root)
     features = evaluation.features(task)
+    files, identity = _locate(task, model, features, evaluation.predict_options, embeddings_root)
     data = {split: features[split].read(path) for split, path in files.items()}
     if identity.name is None:  # bring-your-own embeddings: the files say which model made them
         attrs = data[task.train_split].attrs

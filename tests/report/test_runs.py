@@ -45,6 +45,15 @@ def test_another_schema_is_refused_in_one_line(tmp_path, version, shown):
                                 "reads schema 2: regenerate it with `evalkit fit` (same task and model configs)")
 
 
+@pytest.mark.parametrize("key", ["evaluation", "model_fingerprint", "primary_metric", "metrics"])
+def test_a_schema_2_record_without_a_required_key_is_one_line(tmp_path, key):
+    body = results("crc", "vit", {"val": {"balanced_accuracy": summary(0.9)}})
+    body.pop(key)
+    write_run(tmp_path / "run", body)
+    with pytest.raises(EvalkitError, match=f"is not an evalkit results.json: it lacks {key}; regenerate it"):
+        load_results([tmp_path])
+
+
 def test_two_models_with_one_display_name_are_two_rows(tmp_path):
     for weights, mean in (("a", 0.9), ("b", 0.8)):
         write_run(tmp_path / "runs" / weights, results("crc", "vit", {"val": {"balanced_accuracy": summary(mean)}},

@@ -163,6 +163,7 @@ class PartialCache:
         self.final_path = final_path
         self.dir = final_path.with_suffix(".partial")
         self.saved_here = 0
+        self.kill_after = _fault_hook()
         meta = self.dir / "meta.json"
         if meta.is_file():  # resume with the batch boundaries of the first run
             batch_size = json.loads(meta.read_text())["batch_size"]
@@ -187,7 +188,7 @@ class PartialCache:
                  **{_ARRAY_PREFIX + name: value[keep] for name, value in arrays.items()})
         os.replace(tmp, self.dir / f"batch-{batch_id:08d}.npz")
         self.saved_here += 1
-        if _fault_hook() is not None and self.saved_here >= _fault_hook():
+        if self.kill_after is not None and self.saved_here >= self.kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # a deterministic kill point for the resume tests
 
     def assemble(self, n: int, dtypes: dict[str, str], attrs: dict[str, Any],

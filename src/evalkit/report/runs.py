@@ -20,7 +20,7 @@ from evalkit.errors import EvalkitError
 from evalkit.metrics.spec import METRICS, MetricSpec
 
 SCHEMA_VERSION = 2
-_REQUIRED = ("task", "evaluation", "protocol", "model", "model_fingerprint", "metrics")
+_REQUIRED = ("task", "evaluation", "protocol", "model", "model_fingerprint", "primary_metric", "metrics")
 
 
 @dataclass(eq=False)
