@@ -26,7 +26,8 @@ CRC_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 
 # Every environment variable evalkit reads; tests start from none of them set.
 EVALKIT_ENV = ("DATA_ROOT", "EMBEDDINGS_ROOT", "RESULTS_ROOT", "N_RUNS", "MAX_STEPS", "BATCH_SIZE", "NUM_WORKERS",
-               "ACCELERATOR", "DEVICES", "TRAIN_H5", "VAL_H5", "TEST_H5", "EVALKIT_FAULT_AFTER_BATCHES")
+               "ACCELERATOR", "DEVICES", "TRAIN_H5", "VAL_H5", "TEST_H5", "EVALKIT_FAULT_AFTER_BATCHES",
+               "EVALKIT_TRUST_CODE")
 
 
 def write_yaml(path: Path, content: dict[str, Any]) -> Path:

@@ -102,6 +102,8 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
         parser.add_argument("action", choices=["check"], help="what to do")
         parser.add_argument("--data_root", type=str, default=env_str("DATA_ROOT"), help="where datasets live (DATA_ROOT)")
         parser.add_argument("--decode", type=bool, default=True, help="decode every image (and mask) to find unreadable files")
+        parser.add_argument("--max_image_pixels", type=int, default=EmbedConfig.max_image_pixels,
+                            help="largest image decoded, in pixels; a larger one is reported unreadable")
         parser.add_class_arguments(Task, "task", help="the task whose dataset is checked (configs/tasks/*.yaml)")
         return parser
     parser.add_argument("--data_root", type=str, default=env_str("DATA_ROOT"), help="where datasets live (DATA_ROOT)")
@@ -203,7 +205,7 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
                                     cfg.allow_other_model)
             print(table, end="")
             if not passed:
-                raise EvalkitError("results regressed against the baseline (table above)")
+                raise EvalkitError("results regressed against the baseline or could not be judged (table above)")
             return None
         if command == "pretrain":
             from evalkit.pretrain.run import run_pretraining
@@ -231,7 +233,8 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
         if command == "data":
             from evalkit.data.check import check_task
 
-            counts, unreadable = check_task(parser.instantiate_classes(cfg).task, cfg.data_root, cfg.decode, print)
+            counts, unreadable = check_task(parser.instantiate_classes(cfg).task, cfg.data_root, cfg.decode, print,
+                                            cfg.max_image_pixels)
             if unreadable:
                 raise EvalkitError(f"{len(unreadable)} unreadable file(s) in {cfg.task.name}: {unreadable[0]}")
             if counts:

@@ -13,7 +13,8 @@ from evalkit.embed.index import model_fingerprint
 from evalkit.errors import EvalkitError
 from evalkit.evaluations.base import Evaluation
 from evalkit.models.base import ModelSpec
-from evalkit.results import ModelIdentity, new_run_dir, run_record, write_run
+from evalkit.paths import safe_name
+from evalkit.results import ModelIdentity, run_record, write_run
 from evalkit.stats.config import StatsConfig
 from evalkit.task import Task
 
@@ -60,13 +61,16 @@ def fit(task: Task, model: ModelSpec | None, evaluation: Evaluation, embeddings_
     data = {split: features[split].read(path) for split, path in files.items()}
     if identity.name is None:  # bring-your-own embeddings: the files say which model made them
         attrs = data[task.train_split].attrs
-        identity = ModelIdentity(str(attrs.get("model", "precomputed")), attrs.get("model_fingerprint"), "cache_files")
+        identity = ModelIdentity(safe_name(str(attrs.get("model", "precomputed"))), attrs.get("model_fingerprint"), "cache_files")
     start = time.perf_counter()
     prefix = f"[{identity.name}] "
     result = evaluation.fit(task, data, stats, lambda line: log(prefix + line))
     timing = {**(timing or {}), **result.timing, "fit_s": round(time.perf_counter() - start, 3)}
-    record = run_record(task, evaluation, identity, result, stats, timing, files, data)
-    path = write_run(new_run_dir(results_root, task.name, identity.name), record, config, result)
+    warnings = [*task.warnings(), *result.warnings]
+    for line in warnings:
+        log(prefix + f"warning: {line}")
+    record = run_record(task, evaluation, identity, result, stats, timing, files, data, warnings)
+    path = write_run(results_root, task.name, identity.name, record, config, result, log)
     primary = evaluation.primary_metric
     log(prefix + f"{task.name}: " + ", ".join(
         f"{split} {primary} {m[primary]['mean']:.3f} ± {m[primary]['std']:.3f}" +

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import platform
 import secrets
 import statistics
@@ -16,11 +17,13 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
 from evalkit import __version__
+from evalkit.locks import FileLock
+from evalkit.paths import inside
 from evalkit.predictions import write_predictions
 
 if TYPE_CHECKING:  # the record's inputs; importing them here would pull every evaluation into readers
@@ -63,12 +66,26 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def new_run_dir(results_root: str | Path, task: str, model: str) -> Path:
-    """``RESULTS_ROOT/<task>/<model>/<run-id>/``; run ids sort by time."""
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-    path = Path(results_root) / task / model / run_id
-    path.mkdir(parents=True, exist_ok=False)
-    return path
+def remove_leftover_runs(model_dir: Path) -> list[Path]:
+    """Delete the hidden folders of fits that were killed while writing (their lock is free); returns them.
+
+    A fit holds ``.<run-id>.lock`` from before it creates ``.<run-id>.partial/`` until after it renamed it,
+    so a folder whose lock is free was left by a dead process; a live fit's folder is never touched.
+    """
+    removed = []
+    for lock_file in sorted(model_dir.glob(".*.lock")):
+        lock = FileLock(lock_file, "a run folder")
+        if not lock.try_acquire():
+            continue
+        try:
+            partial = lock_file.with_name(lock_file.name[: -len(".lock")] + ".partial")
+            if partial.is_dir():
+                shutil.rmtree(partial)
+                removed.append(partial)
+            lock_file.unlink(missing_ok=True)
+        finally:
+            lock.release()
+    return removed
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,8 @@ class ModelIdentity:
 
 
 def run_record(task: Task, evaluation: Evaluation, identity: ModelIdentity, result: EvaluationResult,
-               stats: StatsConfig, timing: dict[str, Any], files: dict[str, Path], data: dict[str, Any]) -> dict[str, Any]:
+               stats: StatsConfig, timing: dict[str, Any], files: dict[str, Path], data: dict[str, Any],
+               warnings: list[str]) -> dict[str, Any]:
     """results.json of one fit (schema 2); every key has one meaning."""
     metrics = {}
     for split, per_metric in result.metrics.items():
@@ -113,6 +131,7 @@ def run_record(task: Task, evaluation: Evaluation, identity: ModelIdentity, resu
                         "confidence": stats.confidence, "n_resamples": stats.n_resamples, "seed": stats.seed}
                        if result.intervals else {}),
         "timing": timing,
+        "warnings": warnings,
         "provenance": {
             "fingerprint_source": identity.source,
             "cache_keys": [Path(path).stem for path in files.values()],
@@ -124,9 +143,33 @@ def run_record(task: Task, evaluation: Evaluation, identity: ModelIdentity, resu
     return record
 
 
-def write_run(run_dir: Path, record: dict[str, Any], config: dict[str, Any], result: EvaluationResult) -> Path:
-    """Write the run record into ``run_dir``: predictions.h5 and the artifacts first, then ``config.yaml``
-    and ``results.json`` last (each via a temporary name), so a results.json always has its companions."""
+def write_run(results_root: str | Path, task: str, model: str, record: dict[str, Any], config: dict[str, Any],
+              result: EvaluationResult, log: Callable[[str], None] = print) -> Path:
+    """Write one run record to ``RESULTS_ROOT/<task>/<model>/<run-id>/`` (run ids sort by time); returns its results.json.
+
+    Everything is written into a hidden ``.<run-id>.partial/`` folder (predictions.h5 and artifacts first,
+    results.json last), which is renamed to ``<run-id>`` when whole: a killed fit never leaves a run folder
+    without its results.json, and the next fit of the model removes what it left.
+    """
+    model_dir = inside(results_root, task, model)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_leftover_runs(model_dir):
+        log(f"removed {leftover}, left by a fit that was stopped while writing")
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+    lock = FileLock(model_dir / f".{run_id}.lock", "a run folder")
+    lock.acquire(log)
+    try:
+        partial = model_dir / f".{run_id}.partial"
+        partial.mkdir()
+        _write_files(partial, record, config, result)
+        os.rename(partial, model_dir / run_id)
+        lock.path.unlink()
+    finally:
+        lock.release()
+    return model_dir / run_id / "results.json"
+
+
+def _write_files(run_dir: Path, record: dict[str, Any], config: dict[str, Any], result: EvaluationResult) -> None:
     if result.predictions:
         write_predictions(run_dir, result.predictions)
     for name, write in result.artifacts.items():
@@ -135,9 +178,5 @@ def write_run(run_dir: Path, record: dict[str, Any], config: dict[str, Any], res
         **record.get("provenance", {}), "evalkit_version": __version__, "git_commit": git_commit(),
         "packages": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }}
-    for name, text in (("config.yaml", yaml.safe_dump(config, sort_keys=False)),
-                       ("results.json", json.dumps(record, indent=2))):
-        tmp = run_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, run_dir / name)
-    return run_dir / "results.json"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (run_dir / "results.json").write_text(json.dumps(record, indent=2))

@@ -6,6 +6,7 @@ so the answers live here, importable without Lightning.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -44,4 +45,5 @@ def is_global_zero() -> bool:
     """False on the other ranks of a DDP run, which only help embedding."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank() == 0
-    return True
+    # Before the process group exists, a rank that Lightning launched knows itself from its environment.
+    return all(int(os.environ.get(name) or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from evalkit.data.base import DatasetSpec
+from evalkit.paths import checked_name
 
 
 class Task:
@@ -27,7 +28,10 @@ class Task:
         test_split: str | None = None,
         evaluations: list[str] | None = None,
     ) -> None:
-        self.name = name
+        self.name = checked_name(name, "task name")
+        for split in (train_split, val_split, test_split):
+            if split is not None:
+                checked_name(split, "split name")
         self.dataset = dataset
         self.train_split = train_split
         self.val_split = val_split
@@ -37,6 +41,14 @@ class Task:
     @property
     def splits(self) -> list[str]:
         return list(dict.fromkeys(s for s in (self.train_split, self.val_split, self.test_split) if s))
+
+    def warnings(self) -> list[str]:
+        """Lines for what the config declares but the task never uses (results.json ``warnings``)."""
+        unused = [split for split in self.dataset.declared_splits() if split not in self.splits]
+        if not unused:
+            return []
+        return [f"the dataset declares split(s) {unused} that task '{self.name}' never embeds nor scores; set "
+                f"test_split (or train_split/val_split) to use one, or remove it from the dataset's splits"]
 
     @property
     def eval_splits(self) -> list[str]:

@@ -147,6 +147,23 @@ def _bimodal(seed: int) -> np.ndarray:
     return np.clip(np.concatenate(parts), 0, 255).astype(np.uint8)
 
 
+@pytest.mark.skipif("tiffslide" not in wsi._available_readers(), reason="needs tiffslide")
+def test_16bit_slides_are_scaled_and_float_slides_refused(tmp_path: Path) -> None:
+    """Slide pixels go through the same conversion as image files: 16-bit greyscale by the full range,
+    round(v / 257), not clipped to white; float pixels refused in one line naming the slide."""
+    import tifffile
+
+    values = np.minimum(np.arange(16 * 16).reshape(16, 16) * 257 + 128, 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "grey16.tif", values, tile=(16, 16))
+    patch = Slide(tmp_path / "grey16.tif", fallback_mpp=0.5, reader="tiffslide").read_patch(0, 0, 16, 16)
+    expected = np.arange(16 * 16).reshape(16, 16)  # (k · 257 + 128) / 257 and 65535 / 257 round to k
+    assert patch.mode == "RGB" and np.array_equal(np.asarray(patch), np.repeat(expected[..., None], 3, axis=2))
+    tifffile.imwrite(tmp_path / "float.tif", values.astype(np.float32), tile=(16, 16))
+    with pytest.raises(EvalkitError) as exc:
+        Slide(tmp_path / "float.tif", fallback_mpp=0.5, reader="tiffslide").read_patch(0, 0, 16, 16)
+    assert _one_line(exc).startswith(f"cannot read image {tmp_path / 'float.tif'}: its pixels are 32-bit floats")
+
+
 def test_otsu_matches_brute_force_and_skimage() -> None:
     samples = [_bimodal(seed) for seed in range(25)] + [np.array([3, 3, 200, 200, 201], np.uint8)]
     skimage_otsu = None

@@ -11,7 +11,14 @@ import torchvision
 
 from evalkit.cli import build_parser
 from evalkit.errors import EvalkitError
-from evalkit.models import LocalCheckpointModel, Preprocessing, TimmModel
+from evalkit.models import (
+    HuggingFaceModel,
+    LeJEPAModel,
+    LocalCheckpointModel,
+    Preprocessing,
+    TimmModel,
+    TorchvisionModel,
+)
 from evalkit.models.checkpoint import load_strict, read_state_dict, remap_keys
 from helpers import CONFIGS, CRC_TASK
 
@@ -178,3 +185,149 @@ def test_dino_release_checkpoint_through_the_shipped_config(tmp_path):
     assert backbone.embed_dim == 384
     with torch.no_grad():
         assert backbone(torch.randn(1, 3, 224, 224))["cls"].shape == (1, 384)
+
+
+# Files that must not load, and must say so in one line naming them (issue 17). ------------------------
+
+
+class _Marker:
+    """Unpickling this creates the file ``path``: the stand-in for a payload such as ``os.system``."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def _save_payload(path, marker) -> None:
+    torch.save({"conv1.weight": torch.zeros(1), "payload": _Marker(marker)}, path)
+
+
+def _damage(path, kind: str) -> None:
+    """Leave ``path`` as a kill during its write (truncated), a failed copy (empty) or a foreign file would."""
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(b"\x00not a checkpoint" * 10)
+
+
+def _refusal(path) -> str:
+    return (f"{path} holds a non-tensor pickle object (io.open) that evalkit refuses to unpickle, since unpickling "
+            "can run code; convert the weights to safetensors (if you trust the file) or use a trusted weights file")
+
+
+ADAPTERS_WITH_A_WEIGHTS_FILE = {
+    "timm": lambda path: TimmModel("resnet18", checkpoint_path=str(path)),
+    "torchvision": lambda path: TorchvisionModel("resnet18", checkpoint_path=str(path)),
+    "checkpoint": lambda path: LocalCheckpointModel(builder="torchvision.models.resnet18", checkpoint_path=str(path)),
+    "lejepa": lambda path: LeJEPAModel(checkpoint_path=str(path)),
+}
+
+
+def test_the_payload_runs_when_unpickled_without_weights_only(tmp_path):
+    """The check the tests below rely on: loading the payload file the unsafe way creates the marker."""
+    _save_payload(tmp_path / "payload.pth", tmp_path / "code-ran")
+    torch.load(tmp_path / "payload.pth", weights_only=False)
+    assert (tmp_path / "code-ran").exists()
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS_WITH_A_WEIGHTS_FILE)
+def test_a_pickled_payload_is_refused_in_one_line_without_running(adapter, tmp_path):
+    path, marker = tmp_path / "weights.pth", tmp_path / "code-ran"
+    _save_payload(path, marker)
+    with pytest.raises(EvalkitError) as info:
+        ADAPTERS_WITH_A_WEIGHTS_FILE[adapter](path).build()
+    assert str(info.value) == _refusal(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "garbage"])
+@pytest.mark.parametrize("adapter", ADAPTERS_WITH_A_WEIGHTS_FILE)
+def test_a_damaged_weights_file_is_named_in_one_line(adapter, kind, tmp_path):
+    path = tmp_path / "weights.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    _damage(path, kind)
+    with pytest.raises(EvalkitError) as info:
+        ADAPTERS_WITH_A_WEIGHTS_FILE[adapter](path).build()
+    message = str(info.value)
+    assert message.startswith(f"{path} is truncated, empty or not a weights file (") and "\n" not in message
+    detail = {"truncated": "(RuntimeError: PytorchStreamReader failed reading zip archive: failed finding central "
+                           "directory)", "empty": "(EOFError)", "garbage": "(UnpicklingError: Unsupported operand 0)"}
+    assert detail[kind] in message
+    assert message.endswith("e.g. epoch=009.ckpt" if adapter == "lejepa" else "; copy or download it again")
+
+
+def test_a_truncated_safetensors_file_is_named_in_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file(torchvision.models.resnet18().state_dict(), str(path))
+    _damage(path, "truncated")
+    with pytest.raises(EvalkitError) as info:
+        read_state_dict(path)
+    assert str(info.value) == (f"{path} is truncated, empty or not a weights file (SafetensorError: Error while "
+                               "deserializing header: incomplete metadata, file not fully covered); copy or download "
+                               "it again")
+
+
+def _hf_with_bin_weights(path):
+    """A tiny Hugging Face ViT folder whose weights are a torch ``pytorch_model.bin`` instead of safetensors."""
+    from test_adapters import save_hf_vit
+
+    folder = save_hf_vit(path)
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_huggingface_refuses_a_pickled_payload_in_one_line_without_running(tmp_path):
+    folder = _hf_with_bin_weights(tmp_path / "hf")
+    marker = tmp_path / "code-ran"
+    _save_payload(folder / "pytorch_model.bin", marker)
+    with pytest.raises(EvalkitError) as info:
+        HuggingFaceModel(str(folder)).build()
+    assert str(info.value) == _refusal(folder / "pytorch_model.bin")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "garbage"])
+@pytest.mark.parametrize("file", ["pytorch_model.bin", "model.safetensors"])
+def test_huggingface_names_a_damaged_weights_file_in_one_line(file, kind, tmp_path):
+    from test_adapters import save_hf_vit
+
+    folder = _hf_with_bin_weights(tmp_path / "hf") if file.endswith(".bin") else save_hf_vit(tmp_path / "hf")
+    _damage(folder / file, kind)
+    with pytest.raises(EvalkitError) as info:
+        HuggingFaceModel(str(folder)).build()
+    message = str(info.value)
+    assert message.startswith(f"{folder / file} is truncated, empty or not a weights file (")
+    assert message.endswith("; download the model again") and "\n" not in message
+
+
+def test_torchvision_weights_from_the_hub_cache_are_read_without_running_code(tmp_path, monkeypatch):
+    """torchvision itself reads its download cache with weights_only=False; evalkit forces weights_only."""
+    from urllib.parse import urlparse
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cached = tmp_path / "torch-home" / "hub" / "checkpoints" / urlparse(url).path.rpartition("/")[2]
+    cached.parent.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    _save_payload(cached, marker)
+    with pytest.raises(EvalkitError) as info:
+        TorchvisionModel("resnet18", weights="IMAGENET1K_V1").build()
+    assert str(info.value) == _refusal(cached)
+    assert not marker.exists()
+
+
+def test_timm_checkpoint_path_in_model_kwargs_points_to_the_adapters_own(tmp_path):
+    with pytest.raises(EvalkitError) as info:
+        TimmModel("resnet18", model_kwargs={"checkpoint_path": str(tmp_path / "w.pth")}).build()
+    assert str(info.value) == ("timm model 'resnet18': set checkpoint_path on the model config, not in model_kwargs; "
+                               "evalkit then loads it strictly, with checkpoint_key and prefix_map")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -47,13 +48,13 @@ def test_network_embeds_views_of_two_sizes(backbone):
     assert emb.shape == (5, 3, net.embed_dim) and proj.shape == (5, 3, 16)
 
 
-def _train(output: Path, epochs: int) -> Path:
+def _train(output: Path, epochs: int, every: int = 2, log: Callable[[str], None] = lambda _: None) -> Path:
     return run_pretraining(ModelConfig("resnet18", 256, 32), TINY_VIEWS,
                            DataConfig(tile_folders=[str(DATA / "crc_demo")], batch_size=16, num_workers=0),
                            OptimConfig(lr=2e-3, warmup_steps=2, num_directions=64),
                            TrainerConfig(output_dir=str(output), max_epochs=epochs, accelerator="cpu", devices=1,
-                                         log_every_n_steps=1, checkpoint_every=2),
-                           log=lambda _: None)
+                                         log_every_n_steps=1, checkpoint_every=every),
+                           log=log)
 
 
 def _epoch_losses(output: Path) -> list[float]:
@@ -101,7 +102,7 @@ def test_adapter_refuses_a_missing_or_foreign_checkpoint(tmp_path):
     with pytest.raises(EvalkitError, match="not a checkpoint of `evalkit pretrain`"):
         LeJEPAModel(checkpoint_path=str(tmp_path / "other.ckpt")).build()
     (tmp_path / "metrics.csv").write_text("epoch,step\n0,1\n")  # a file of the run, but not a checkpoint
-    with pytest.raises(EvalkitError, match="not a checkpoint of `evalkit pretrain`"):
+    with pytest.raises(EvalkitError, match="metrics.csv is truncated, empty or not a weights file"):
         LeJEPAModel(checkpoint_path=str(tmp_path / "metrics.csv")).build()
 
 
@@ -112,8 +113,10 @@ class _Payload:
 
 def test_adapter_does_not_run_code_from_a_checkpoint(tmp_path, capsys):
     torch.save({"hyper_parameters": {"model": {"backbone": "resnet18"}}, "payload": _Payload()}, tmp_path / "x.ckpt")
-    with pytest.raises(EvalkitError, match="not a checkpoint of `evalkit pretrain`"):
+    with pytest.raises(EvalkitError, match="x.ckpt holds a non-tensor pickle object \\(print\\) that evalkit "
+                                           "refuses to unpickle") as info:
         LeJEPAModel(checkpoint_path=str(tmp_path / "x.ckpt")).build()
+    assert "\n" not in str(info.value)
     assert "code ran" not in capsys.readouterr().out
 
 
@@ -181,3 +184,41 @@ def test_last_ckpt_is_written_every_epoch_also_between_kept_ones(tmp_path, monke
     checkpoints = tmp_path / "run" / "checkpoints"
     assert {p.name for p in checkpoints.iterdir()} == {"epoch=001.ckpt", "last.ckpt"}
     assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 6
+
+
+def _truncate(path: Path) -> bytes:
+    """Cut ``path`` to a third, as a kill during its write leaves it; returns the bytes left."""
+    data = path.read_bytes()[: path.stat().st_size // 3]
+    path.write_bytes(data)
+    return data
+
+
+def test_a_truncated_last_ckpt_is_set_aside_and_the_newest_whole_epoch_resumes(tmp_path):
+    checkpoints = _train(tmp_path / "run", epochs=1, every=1)  # writes epoch=000.ckpt, then last.ckpt
+    left = _truncate(checkpoints / "last.ckpt")
+    said: list[str] = []
+    _train(tmp_path / "run", epochs=2, every=1, log=said.append)
+    [aside] = checkpoints.glob("last.ckpt.damaged-*")
+    assert aside.read_bytes() == left  # kept as it was, never deleted
+    assert {p.name for p in checkpoints.glob("*.ckpt")} == {"epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"}
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 4
+    assert len(_epoch_losses(tmp_path / "run")) == 2  # epoch 0 from before, epoch 1 resumed from epoch=000.ckpt
+    line = next(s for s in said if "damaged" in s)
+    assert line.startswith("last.ckpt is damaged (RuntimeError: PytorchStreamReader failed reading zip archive")
+    assert line.endswith("; resuming from epoch=000.ckpt, the newest whole checkpoint") and "\n" not in line
+
+
+def test_an_empty_last_ckpt_that_is_the_only_checkpoint_restarts_from_scratch(tmp_path):
+    checkpoints = _train(tmp_path / "run", epochs=1)  # checkpoint_every=2: last.ckpt only
+    (checkpoints / "last.ckpt").write_bytes(b"")
+    earlier = (tmp_path / "run" / "metrics.csv").read_text()
+    said: list[str] = []
+    _train(tmp_path / "run", epochs=1, log=said.append)
+    assert [p.stat().st_size for p in checkpoints.glob("last.ckpt.damaged-*")] == [0]
+    [metrics_aside] = (tmp_path / "run").glob("metrics.csv.before-restart-*")
+    assert metrics_aside.read_text() == earlier
+    assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 2
+    line = next(s for s in said if "damaged" in s)
+    assert line.startswith("last.ckpt is damaged (EOFError), set aside as *.damaged-<time> in ")
+    assert "no other checkpoint to fall back on, so training from scratch (the earlier metrics.csv is now " \
+           "metrics.csv.before-restart-" in line

@@ -6,17 +6,18 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from evalkit.data.base import DatasetSpec, SplitListing
+from evalkit.data.base import MAX_IMAGE_PIXELS, DatasetSpec, SplitListing, check_pixel_limit
 from evalkit.errors import EvalkitError
 from evalkit.task import Task
 
 
-def _unreadable(spec: DatasetSpec, listing: SplitListing, workers: int) -> list[str]:
-    """Why each sample that cannot be decoded in full (image, and mask where it has one) failed."""
+def _unreadable(spec: DatasetSpec, listing: SplitListing, workers: int, max_pixels: int) -> list[str]:
+    """Why each sample that cannot be decoded in full (image, and mask where it has one) failed; images of
+    more than ``max_pixels`` pixels, or of pixel types with no 8-bit form, count as unreadable."""
 
     def bad(index: int) -> str | None:
         try:
-            spec.check_sample(listing, index)
+            spec.check_sample(listing, index, max_pixels)
         except EvalkitError as exc:
             return str(exc)
         return None
@@ -25,12 +26,15 @@ def _unreadable(spec: DatasetSpec, listing: SplitListing, workers: int) -> list[
         return [reason for reason in pool.map(bad, range(len(listing))) if reason is not None]
 
 
-def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print) -> tuple[list[str], list[str]]:
+def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print,
+               max_image_pixels: int = MAX_IMAGE_PIXELS) -> tuple[list[str], list[str]]:
     """Print, per split, the counts found beside the official ones; return (count problems, unreadable).
 
     A missing folder or file raises at once (one line naming it); count differences are
-    problems unless the dataset allows a subset; unreadable samples are always problems.
+    problems unless the dataset allows a subset; unreadable samples (including images of
+    more than ``max_image_pixels`` pixels) are always problems.
     """
+    check_pixel_limit(max_image_pixels)
     spec = task.dataset
     problems: list[str] = []
     unreadable: list[str] = []
@@ -46,7 +50,7 @@ def check_task(task: Task, data_root: str | Path, decode: bool = True, log=print
             if official is not None and found != official and not spec.allow_subset:
                 problems.append(f"{split}: {name} has {found} samples, official {official}")
         if decode:
-            bad = _unreadable(spec, listing, workers)
+            bad = _unreadable(spec, listing, workers, max_image_pixels)
             log(f"  unreadable: {len(bad)} of {len(listing)}")
             for reason in bad[:10]:
                 log(f"    {reason}")

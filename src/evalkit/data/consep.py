@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evalkit.data.base import DatasetSpec, SplitListing
+from evalkit.data.base import MAX_IMAGE_PIXELS, DatasetSpec, SplitListing
 from evalkit.data.registry import DATASETS
 from evalkit.errors import EvalkitError
 
@@ -70,8 +70,11 @@ class CoNSeP(DatasetSpec):
         image = listing.paths[index]
         return image.parent.parent / "Labels" / f"{image.stem}.mat"
 
-    def check_sample(self, listing: SplitListing, index: int) -> None:
-        super().check_sample(listing, index)
+    def sample_files(self, listing: SplitListing, index: int) -> tuple[Path, ...]:
+        return listing.paths[index], self.mask_path(listing, index)
+
+    def check_sample(self, listing: SplitListing, index: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+        super().check_sample(listing, index, max_pixels)
         self.read_mask(listing, index)
 
     def read_mask(self, listing: SplitListing, index: int) -> np.ndarray:

@@ -43,6 +43,9 @@ class ImageFolder(DatasetSpec):
             raise EvalkitError("ImageFolder classes are unknown before the data is listed; list them in the task config")
         return self._classes
 
+    def declared_splits(self) -> list[str]:
+        return list(self.splits)
+
     def config(self) -> dict:
         return {"class": type(self).__name__, "root": self.root, "splits": self.splits,
                 "classes": self.declared_classes}

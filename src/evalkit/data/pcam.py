@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from evalkit.data.base import DatasetSpec, SplitListing
+from evalkit.data.base import MAX_IMAGE_PIXELS, DatasetSpec, SplitListing, check_pixels, to_rgb
 from evalkit.data.registry import DATASETS
 from evalkit.errors import EvalkitError
 
@@ -62,12 +62,13 @@ class PatchCamelyon(DatasetSpec):
         x_path, y_path = self.files(data_root, split)
         try:
             with h5py.File(x_path, "r") as fx, h5py.File(y_path, "r") as fy:
-                shape = fx["x"].shape
+                shape, dtype = fx["x"].shape, fx["x"].dtype
                 labels = fy["y"][...].reshape(-1).astype(np.int64)
         except (OSError, KeyError) as exc:
             raise EvalkitError(f"cannot read PCam files {x_path.name}/{y_path.name}: {exc}") from None
-        if len(shape) != 4 or shape[1:] != (96, 96, 3) or shape[0] != len(labels):
-            raise EvalkitError(f"{x_path} holds x of shape {shape} and {len(labels)} labels; expected N×96×96×3 and N labels")
+        if len(shape) != 4 or shape[1:] != (96, 96, 3) or shape[0] != len(labels) or dtype != np.uint8:
+            raise EvalkitError(f"{x_path} holds x of shape {shape} ({dtype}) and {len(labels)} labels; expected "
+                               "N×96×96×3 uint8 and N labels")
         stem = x_path.stem
         return SplitListing([f"{stem}/{i}" for i in range(shape[0])], labels, [x_path] * shape[0])
 
@@ -75,8 +76,12 @@ class PatchCamelyon(DatasetSpec):
         rows = super().count_rows(listing, split)
         return rows + [("(all)", len(listing), self.official_totals.get(split))]
 
-    def read_image(self, listing: SplitListing, index: int) -> Image.Image:
+    def read_image(self, listing: SplitListing, index: int, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+        """Patch ``index`` as RGB, through the checks every image passes (96×96 uint8, as listed)."""
+        source = f"patch {index} of {listing.paths[index]}"
         try:
-            return Image.fromarray(_h5(listing.paths[index])["x"][index])
+            image = Image.fromarray(_h5(listing.paths[index])["x"][index])
         except (OSError, KeyError) as exc:
-            raise EvalkitError(f"cannot read patch {index} of {listing.paths[index]}: {exc}") from None
+            raise EvalkitError(f"cannot read {source}: {exc}") from None
+        check_pixels(image.size, max_pixels, source)
+        return to_rgb(image, source)

@@ -51,6 +51,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from evalkit.data.base import to_rgb
 from evalkit.errors import EvalkitError
 
 MPP_AT_1X = 10.0  # µm per pixel at 1×: magnification m means 10 / m µm/px (40× = 0.25)
@@ -227,7 +228,7 @@ class Slide:
         except Exception as exc:  # noqa: BLE001 -- a damaged tile surfaces as any reader/codec error
             raise EvalkitError(f"cannot read slide {self.path} at ({x}, {y}) level {level}: {_first_line(exc)}; "
                                "check or remove the file") from None
-        region = _rgb(region)
+        region = _rgb(region, self.path)
         if side != patch_size:
             region = region.resize((patch_size, patch_size), Image.Resampling.BILINEAR)
         return region
@@ -240,19 +241,22 @@ class Slide:
             raise EvalkitError(f"slide {self.path} has no level smaller than {MAX_MASK_SOURCE} px to compute its "
                                "tissue mask from; convert it to a pyramidal TIFF (e.g. vips tiffsave --pyramid --tile)")
         try:
-            return _rgb(self._reader().get_thumbnail((max_size, max_size)))
+            thumbnail = self._reader().get_thumbnail((max_size, max_size))
         except Exception as exc:  # noqa: BLE001
             raise EvalkitError(f"cannot read slide {self.path}: {_first_line(exc)}; check the file, or {INSTALL_HINT}"
                                ) from None
+        return _rgb(thumbnail, self.path)
 
 
-def _rgb(image: Image.Image) -> Image.Image:
-    """RGB on white: OpenSlide returns RGBA with transparent pixels outside the scanned area."""
+def _rgb(image: Image.Image, path: Path) -> Image.Image:
+    """RGB on white: OpenSlide returns RGBA with transparent pixels outside the scanned area. Other modes go
+    through the conversion every image gets (:func:`evalkit.data.base.to_rgb`: 16-bit greyscale scaled,
+    integer and float pixels refused naming ``path``)."""
     if image.mode == "RGBA":
         background = Image.new("RGB", image.size, (255, 255, 255))
         background.paste(image, mask=image.getchannel("A"))
         return background
-    return image.convert("RGB")
+    return to_rgb(image, path)
 
 
 # ---- foreground mask ------------------------------------------------------------------------------

@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
 import torch
 
 from evalkit import __version__
+from evalkit.embed.manifest import CONTENT_ATTR, content_checksums, verify_content
 from evalkit.errors import EvalkitError
+from evalkit.paths import checked_name, inside
 
 SCHEMA_VERSION = 2
 ROWS = "rows"  # the kind of the pooled-embedding cache that the probes read
@@ -43,6 +46,7 @@ FAULT_HOOK = "EVALKIT_FAULT_AFTER_BATCHES"  # tests: SIGKILL this process after 
 _BATCH_FILE = re.compile(r"^batch-(\d+)\.npz$")
 _ARRAY_PREFIX = "a:"  # batch-file keys of the embedded arrays, beside "indices" and "skipped"
 _CHUNK_BYTES = 1 << 20
+_SOURCES_FILE = "sources.npz"  # in the .partial folder: the source files' state when the last run began
 
 
 def cache_key(model_fingerprint: str, dataset_identity: str, split: str, settings: dict[str, Any] | None = None) -> str:
@@ -53,7 +57,7 @@ def cache_key(model_fingerprint: str, dataset_identity: str, split: str, setting
 
 
 def cache_path(embeddings_root: str | Path, task: str, model: str, split: str, key: str, kind: str = ROWS) -> Path:
-    return Path(embeddings_root) / task / model / f"{split}-{kind}-{key[:16]}.h5"
+    return inside(embeddings_root, task, model, f"{checked_name(split, 'split')}-{kind}-{key[:16]}.h5")
 
 
 @dataclass
@@ -93,8 +97,11 @@ def check_schema(f: h5py.File, path: Path, kind: str) -> None:
         raise EvalkitError(f"{path} is incomplete; rerun `evalkit predict` to finish it")
 
 
-def open_cache(path: str | Path, kind: str) -> h5py.File:
-    """Open a complete cache file of ``kind`` for reading; anything else is a one-line error."""
+def open_cache(path: str | Path, kind: str, verify: bool = False) -> h5py.File:
+    """Open a complete cache file of ``kind`` for reading; anything else is a one-line error.
+
+    With ``verify`` the arrays are checked against the checksums ``predict`` stored (reading them all once).
+    """
     path = Path(path)
     if not path.is_file():
         raise EvalkitError(f"feature cache not found: {path}; run `evalkit predict` with the same task and model first")
@@ -105,6 +112,8 @@ def open_cache(path: str | Path, kind: str) -> h5py.File:
                            "(a damaged cache under EMBEDDINGS_ROOT can be deleted and re-made)") from None
     try:
         check_schema(f, path, kind)
+        if verify:
+            verify_content(f, path)
     except EvalkitError:
         f.close()
         raise
@@ -131,7 +140,7 @@ def _rows_problem(f: h5py.File) -> str | None:
 def read_embeddings(path: str | Path) -> Embeddings:
     """Read and check a pooled-rows cache file; anything that is not a complete one is a one-line error."""
     path = Path(path)
-    with open_cache(path, ROWS) as f:
+    with open_cache(path, ROWS, verify=True) as f:
         problem = _rows_problem(f)
         if problem:
             raise EvalkitError(f"{path} is not an evalkit embedding cache ({problem}); point at a file written by "
@@ -175,31 +184,86 @@ class PartialCache:
     def done_batches(self) -> set[int]:
         return {int(m.group(1)) for p in self.dir.iterdir() if (m := _BATCH_FILE.match(p.name))}
 
+    def drop(self, samples: np.ndarray) -> int:
+        """Delete the saved batches that hold any of ``samples``, so they are embedded again; returns how many."""
+        batches = set((np.asarray(samples, dtype=np.int64) // self.batch_size).tolist()) & self.done_batches()
+        for k in batches:
+            (self.dir / f"batch-{k:08d}.npz").unlink(missing_ok=True)
+        return len(batches)
+
+    def check_sources(self, names: list[str], stat: np.ndarray, samples_of: Callable[[np.ndarray], np.ndarray]) -> int:
+        """Drop the saved batches whose source files changed since the run that embedded them began, then
+        record the files' state now (``stat``: :func:`evalkit.embed.manifest.strict_stat` of ``names``).
+
+        ``samples_of`` maps file indices to the indices of the samples read from them. Batches saved by a run
+        that recorded nothing cannot be vouched for and are all dropped. Returns the number dropped.
+        """
+        record = self.dir / _SOURCES_FILE
+        changed: np.ndarray | None = None
+        if record.is_file():
+            with np.load(record) as old:
+                if old["names"].tolist() == names and old["stat"].shape == stat.shape:
+                    changed = np.flatnonzero((old["stat"] != stat).any(axis=1))
+        dropped = 0
+        if self.done_batches():
+            dropped = self.drop(samples_of(np.arange(len(names)) if changed is None else changed))
+        tmp = self.dir / f"{_SOURCES_FILE}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, names=np.asarray(names, dtype=str), stat=stat)
+        os.replace(tmp, record)
+        return dropped
+
+    def seed(self, old: h5py.File, ids: list[str], redo: np.ndarray, names: list[str]) -> int:
+        """Copy from the complete pooled-rows cache ``old`` (made from the same listing ``ids``) every batch
+        that holds none of the samples ``redo``; returns the number of batches copied."""
+        n = len(ids)
+        position = {sample: i for i, sample in enumerate(ids)}
+        skipped = np.sort(np.asarray([position[s] for s in json.loads(old.attrs.get("skipped_ids") or "[]")],
+                                     dtype=np.int64))
+        stale = set((np.asarray(redo, dtype=np.int64) // self.batch_size).tolist())
+        copied = 0
+        for k in range(math.ceil(n / self.batch_size)):
+            if k in stale:
+                continue
+            indices = np.arange(k * self.batch_size, min(n, (k + 1) * self.batch_size))
+            readable = ~np.isin(indices, skipped)
+            rows = indices[readable] - np.searchsorted(skipped, indices[readable])
+            arrays = {name: old[name][rows[0]:rows[-1] + 1] if len(rows) else
+                      np.zeros((0, *old[name].shape[1:]), old[name].dtype) for name in names}
+            self._save(k, indices, arrays, readable)
+            copied += 1
+        return copied
+
     def write_batch(self, indices: np.ndarray, arrays: dict[str, np.ndarray] | np.ndarray,
                     readable: np.ndarray | None = None) -> None:
         """Save one batch of named arrays (a bare array is ``embeddings``); rows marked unreadable
         are recorded as skipped, not stored."""
         if not isinstance(arrays, dict):
             arrays = {"embeddings": arrays}
-        batch_id = int(indices[0]) // self.batch_size
         keep = np.ones(len(indices), dtype=bool) if readable is None else readable.astype(bool)
-        tmp = self.dir / f"batch-{batch_id:08d}.{os.getpid()}.tmp.npz"  # ranks may write the same batch
-        np.savez(tmp, indices=indices[keep].astype(np.int64), skipped=indices[~keep].astype(np.int64),
-                 **{_ARRAY_PREFIX + name: value[keep] for name, value in arrays.items()})
-        os.replace(tmp, self.dir / f"batch-{batch_id:08d}.npz")
+        self._save(int(indices[0]) // self.batch_size, indices, {name: value[keep] for name, value in arrays.items()},
+                   keep)
         self.saved_here += 1
         if self.kill_after is not None and self.saved_here >= self.kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # a deterministic kill point for the resume tests
 
+    def _save(self, batch_id: int, indices: np.ndarray, kept: dict[str, np.ndarray], keep: np.ndarray) -> None:
+        """One batch file: the kept samples' arrays, and which samples were kept or skipped."""
+        tmp = self.dir / f"batch-{batch_id:08d}.{os.getpid()}.tmp.npz"  # ranks may write the same batch
+        np.savez(tmp, indices=indices[keep].astype(np.int64), skipped=indices[~keep].astype(np.int64),
+                 **{_ARRAY_PREFIX + name: value for name, value in kept.items()})
+        os.replace(tmp, self.dir / f"batch-{batch_id:08d}.npz")
+
     def assemble(self, n: int, dtypes: dict[str, str], attrs: dict[str, Any],
                  per_sample: dict[str, np.ndarray] | None = None,
-                 extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                 extra: dict[str, np.ndarray] | None = None,
+                 manifest: Callable[[h5py.File], None] | None = None) -> np.ndarray:
         """Stream the batch files into the final HDF5 file (via a temporary name), then drop them.
 
         ``dtypes`` names the embedded arrays and their storage type; ``per_sample`` arrays (one
         entry per sample: labels, ids) lose the skipped samples' entries as the embedded arrays
         do (their ``ids`` are recorded in the ``skipped_ids`` attribute); ``extra`` arrays are written
-        as they are. Returns the indices of the skipped samples.
+        as they are; ``manifest`` writes the record of the source files. Every array's checksum is
+        stored (``content_sha256``). Returns the indices of the skipped samples.
         """
         batch_files = sorted(p for p in self.dir.iterdir() if _BATCH_FILE.match(p.name))
         skipped = np.sort(np.concatenate([np.load(f)["skipped"] for f in batch_files] or [np.zeros(0, np.int64)]))
@@ -242,8 +306,11 @@ class PartialCache:
                 _write_array(f, name, np.asarray(value), compress=True)
             ids = (per_sample or {}).get("ids")
             skipped_ids = [str(ids[i]) for i in skipped.tolist()] if ids is not None else []
+            if manifest is not None:
+                manifest(f)
             f.attrs.update({**attrs, "schema_version": SCHEMA_VERSION, "evalkit_version": __version__,
-                            "skipped_ids": json.dumps(skipped_ids), "complete": True})
+                            "skipped_ids": json.dumps(skipped_ids), CONTENT_ATTR: content_checksums(f),
+                            "complete": True})
         os.replace(tmp, self.final_path)
         shutil.rmtree(self.dir)
         return skipped

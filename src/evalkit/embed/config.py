@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from evalkit.data.base import MAX_IMAGE_PIXELS, check_pixel_limit
 from evalkit.env import env_int, env_str
 
 
@@ -20,6 +21,9 @@ class EmbedConfig:
         dtype: storage type of the embeddings in the cache.
         skip_unreadable: leave images that cannot be decoded out of the cache (counted in its
             attributes and in results.json) instead of stopping at the first one.
+        max_image_pixels: largest image decoded, in pixels (width × height, read from the file's
+            header before decoding); a larger one is refused as a possible decompression bomb, or
+            counted as unreadable with ``skip_unreadable``. Default: PIL's own limit, 89,478,485.
     """
 
     batch_size: int = 64
@@ -28,3 +32,7 @@ class EmbedConfig:
     devices: int | str = field(default_factory=lambda: env_str("DEVICES"))
     dtype: Literal["float32", "float16"] = "float32"
     skip_unreadable: bool = False
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+
+    def __post_init__(self) -> None:
+        check_pixel_limit(self.max_image_pixels)

@@ -29,6 +29,9 @@ class FeatureSet(ABC):
     ``per_sample``, ``extra`` and ``attrs``."""
 
     kind: ClassVar[str]
+    # Each sample's features depend on its own files only, in a fixed order: when some source files change,
+    # the cached samples of the others are kept and only theirs re-embedded. Otherwise the split is redone.
+    samples_independent: ClassVar[bool] = False
 
     def settings(self) -> dict[str, Any]:
         """What, beside model, data and split, decides the file's content (enters the cache key)."""
@@ -70,6 +73,10 @@ class FeatureSet(ABC):
         """What is being embedded, for the progress line."""
         return f"{len(listing)} images"
 
+    def listing_index(self, n: int) -> np.ndarray:
+        """For each of the ``n`` embedded samples (after :meth:`plan`), the listing sample it is cut from."""
+        return np.arange(n)
+
     @abstractmethod
     def read(self, path: Any) -> Any:
         """The cache file as ``fit`` uses it."""
@@ -79,11 +86,12 @@ class PooledRows(FeatureSet):
     """One pooled embedding (the adapter's ``cls`` output) per image: what the probes read."""
 
     kind = ROWS
+    samples_independent = True
 
     def dataset(self, spec: DatasetSpec, listing: SplitListing, preprocessing: Preprocessing,
                 cfg: EmbedConfig) -> torch.utils.data.Dataset:
         return ImageSplitDataset(spec, listing, preprocessing.transform(), preprocessing.input_size,
-                                 cfg.skip_unreadable)
+                                 cfg.skip_unreadable, cfg.max_image_pixels)
 
     def outputs(self, backbone: Backbone, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"embeddings": backbone(images)["cls"]}

@@ -27,9 +27,28 @@ def _index_file(embeddings_root: str | Path, model: ModelSpec) -> Path:
 def record_fingerprint(embeddings_root: str | Path, model: ModelSpec, fingerprint: str) -> None:
     path = _index_file(embeddings_root, model)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_writers_files(path.parent)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"model": model.name, "model_fingerprint": fingerprint}))
     os.replace(tmp, path)
+
+
+def _remove_dead_writers_files(folder: Path) -> None:
+    """Temporary index files whose writer (the pid in the name) no longer runs: left by a kill."""
+    for tmp in folder.glob("*.json.*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def model_fingerprint(embeddings_root: str | Path, model: ModelSpec) -> tuple[str, str]:

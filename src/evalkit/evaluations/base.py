@@ -45,6 +45,7 @@ class EvaluationResult:
         metric_info: metadata of metrics not in the registry (per-class columns).
         artifacts: file name -> writer of an extra file in the run folder (plots).
         timing: seconds of the evaluation's parts beyond the whole fit (label-efficiency curves, ...).
+        warnings: lines about the data that the numbers depend on (a class without training samples, ...).
     """
 
     metrics: dict[str, dict[str, list[float]]]
@@ -58,6 +59,7 @@ class EvaluationResult:
     metric_info: dict[str, MetricSpec] = field(default_factory=dict)
     artifacts: dict[str, Callable[[Path], None]] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Evaluation(ABC):

@@ -71,4 +71,4 @@ class KnnProbe(Evaluation):
                            classification_metrics(p, rows.evaluate[split][1], rows.num_classes).items()}
                    for split, p in probs.items()}
         return EvaluationResult(metrics, rows.num_classes, asdict(cfg), intervals(rows, probs, stats),
-                                predictions(rows, probs), representation=representation(data))
+                                predictions(rows, probs), representation=representation(data), warnings=rows.warnings)

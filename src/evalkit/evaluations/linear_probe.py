@@ -47,7 +47,8 @@ class LinearProbe(Evaluation):
         probe = fit_linear_probe(rows.train, rows.val, rows.num_classes, head, evaluate=rows.evaluate)
         settings = {**probe.settings, "best_epochs": probe.best_epochs, "stopped_epochs": probe.stopped_epochs}
         result = EvaluationResult(probe.metrics, rows.num_classes, settings, intervals(rows, probe.probs, stats),
-                                  predictions(rows, probe.probs), representation=representation(data))
+                                  predictions(rows, probe.probs), representation=representation(data),
+                                  warnings=rows.warnings)
         if fewshot.enabled:
             start = time.perf_counter()
             result.curves["label_efficiency"] = label_efficiency(rows.train, rows.val, rows.evaluate, rows.num_classes,

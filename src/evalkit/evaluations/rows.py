@@ -34,6 +34,7 @@ class LabelledRows:
     ids: dict[str, list[str]]  # split -> ids of the labelled rows
     num_classes: int
     dim: int
+    warnings: list[str]  # classes that cannot be learned or scored as asked (results.json "warnings")
 
 
 def _labelled(data: Embeddings) -> tuple[Split, list[str]]:
@@ -51,14 +52,47 @@ def _num_classes(splits: dict[str, Embeddings]) -> int:
     return int(max(int(d.labels.max()) for d in splits.values())) + 1
 
 
+def _check_labels(data: dict[str, Embeddings], num_classes: int) -> None:
+    """Labels are class indices, or -1 for "unlabelled" (DESIGN.md): anything else is refused, never dropped."""
+    for split, d in data.items():
+        bad = (d.labels < -1) | (d.labels >= num_classes)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise EvalkitError(f"{d.path}: label {int(d.labels[i])} of sample '{d.ids[i]}' ({int(bad.sum())} such in "
+                               f"{split}) is outside 0..{num_classes - 1} (or -1 for unlabelled); fix the labels "
+                               "or the class list of the file")
+
+
+def _class_warnings(task: Task, data: dict[str, Embeddings], num_classes: int) -> list[str]:
+    """One line per class that has no training rows, and per class scored on a split but never trained on."""
+    names = next((d.classes for d in data.values() if d.classes), None) or [str(c) for c in range(num_classes)]
+    counts = {split: torch.bincount(d.labels[d.labels >= 0], minlength=num_classes) for split, d in data.items()}
+    train = counts[task.train_split]
+    warnings = []
+    for c in (train == 0).nonzero().flatten().tolist():
+        scored = [split for split in task.eval_splits if counts[split][c] > 0]
+        where = f"; its {', '.join(f'{int(counts[s][c])} {s}' for s in scored)} sample(s) can only be misclassified" \
+            if scored else " nor any evaluated sample"
+        warnings.append(f"class '{names[c]}' has no {task.train_split} samples (an empty class folder?){where}")
+    for split in task.eval_splits:
+        missing = [names[c] for c in (counts[split] == 0).nonzero().flatten().tolist() if train[c] > 0]
+        if missing:
+            warnings.append(f"{split} has no samples of class(es) {missing}: its balanced accuracy averages over the "
+                            "other classes only")
+    return warnings
+
+
 def labelled_rows(task: Task, data: dict[str, Embeddings]) -> LabelledRows:
     dims = {d.embeddings.shape[1] for d in data.values()}
     if len(dims) > 1:
         raise EvalkitError(f"the cache files of this task have different embedding sizes {sorted(dims)}")
+    num_classes = _num_classes(data)
+    _check_labels(data, num_classes)
     labelled = {split: _labelled(d) for split, d in data.items()}
     return LabelledRows(labelled[task.train_split][0], labelled[task.val_split][0],
                         {split: labelled[split][0] for split in task.eval_splits},
-                        {split: ids for split, (_, ids) in labelled.items()}, _num_classes(data), dims.pop())
+                        {split: ids for split, (_, ids) in labelled.items()}, num_classes, dims.pop(),
+                        _class_warnings(task, data, num_classes))
 
 
 def representation(data: dict[str, Embeddings]) -> dict[str, dict[str, float | None]]:

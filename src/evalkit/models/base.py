@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.transforms import v2 as T
 
 from evalkit.errors import EvalkitError
+from evalkit.paths import checked_name, safe_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -147,8 +148,9 @@ class ModelSpec:
 
     @property
     def name(self) -> str:
-        """Display name, used in result paths and tables."""
-        return self._name or self.default_name()
+        """Display name, used in result paths and tables: a given name must be a safe folder name, a
+        derived one (from a file name or a hub id) is encoded into one."""
+        return checked_name(self._name, "model name") if self._name else safe_name(self.default_name())
 
     def default_name(self) -> str:
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -10,7 +11,9 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, Preprocessing, pool_features
+from evalkit.models.checkpoint import first_unreadable, no_code_loads
 from evalkit.models.registry import MODELS
+from evalkit.models.trust import TRUST_CODE_ENV, code_trusted
 
 
 class _HFBackbone(Backbone):
@@ -39,7 +42,8 @@ class HuggingFaceModel(ModelSpec):
         path: the local directory (``huggingface-cli download REPO --local-dir PATH`` makes one).
         pooling: ``cls`` (token 0), ``mean`` (mean of the patch tokens) or ``pooler`` (the model's pooler).
         num_prefix_tokens: tokens before the patches (1 for a CLS token; 5 with 4 registers).
-        trust_remote_code: allow model code shipped in the directory.
+        trust_remote_code: allow model code shipped in the directory; it runs only if the user also sets
+            ``EVALKIT_TRUST_CODE=1`` (a config cannot opt itself in, see :mod:`evalkit.models.trust`).
         name: display name in results; defaults to the directory name.
         preprocessing: overrides the transform read from ``preprocessor_config.json``.
     """
@@ -76,10 +80,26 @@ class HuggingFaceModel(ModelSpec):
                 f"Hugging Face model directory {path} has no config.json; download the model with "
                 f"`huggingface-cli download <repo> --local-dir {path}` and set model path to it"
             )
+        if self.trust_remote_code and not code_trusted():
+            raise EvalkitError(f"the model config sets trust_remote_code, which runs the Python files in {path}; "
+                               f"set {TRUST_CODE_ENV}=1 in the environment if you trust them")
+        # Remote code, once allowed, runs as written (its own torch.load calls included).
+        guard = contextlib.nullcontext() if self.trust_remote_code else no_code_loads()
         try:
-            net = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=self.trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise EvalkitError(f"cannot load Hugging Face model from {path}: {str(exc).splitlines()[0]}") from exc
+            with guard:
+                net = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=self.trust_remote_code)
+        except Exception as exc:
+            # transformers reads .bin weights with weights_only; a refused or damaged file surfaces as an
+            # UnpicklingError, EOFError or OSError without its name, so find it and name it.
+            # Only the weight files transformers reads: a folder may also hold e.g. a pickled training_args.bin.
+            weights = sorted(path.glob("model*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
+            problem = first_unreadable(weights)
+            if problem is not None:
+                raise EvalkitError(problem.message("download the model again")) from None
+            if isinstance(exc, (OSError, ValueError)):
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise EvalkitError(f"cannot load Hugging Face model from {path}: {first}") from exc
+            raise
         return _HFBackbone(net.eval(), self.preprocessing_override or _hf_preprocessing(path),
                            self.pooling, self.num_prefix_tokens)
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, Preprocessing
-from evalkit.models.checkpoint import load_strict
+from evalkit.models.checkpoint import load_strict, load_weights_file
 from evalkit.models.registry import MODELS
 
 
@@ -40,12 +38,13 @@ class LeJEPAModel(ModelSpec):
         path = Path(self.checkpoint_path)
         if not path.is_file():
             raise EvalkitError(f"LeJEPA checkpoint not found: {path}; run `evalkit pretrain` or fix checkpoint_path")
-        try:  # weights_only: a checkpoint from elsewhere cannot run code; ours holds only tensors and plain types
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            checkpoint["hyper_parameters"]["model"]["backbone"]
-        except Exception as exc:  # any foreign or corrupt file; torch's own messages run to paragraphs
-            raise EvalkitError(f"{path} is not a checkpoint of `evalkit pretrain` ({type(exc).__name__}); use a "
-                               "file from <output_dir>/checkpoints/, e.g. last.ckpt or epoch=009.ckpt") from None
+        # weights_only: a checkpoint from elsewhere cannot run code; ours holds only tensors and plain types
+        checkpoint = load_weights_file(path, "use a whole checkpoint from <output_dir>/checkpoints/, e.g. "
+                                             "epoch=009.ckpt")
+        if not _holds_backbone(checkpoint):
+            raise EvalkitError(f"{path} is not a checkpoint of `evalkit pretrain` (no hyper_parameters.model.backbone "
+                               "and state_dict); use a file from <output_dir>/checkpoints/, e.g. last.ckpt or "
+                               "epoch=009.ckpt")
         return checkpoint
 
     def default_name(self) -> str:
@@ -67,3 +66,11 @@ class LeJEPAModel(ModelSpec):
         state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         load_strict(net, state, str(self.checkpoint_path))
         return TimmBackbone(net.eval().requires_grad_(False), self.preprocessing_override or Preprocessing())
+
+
+def _holds_backbone(checkpoint: Any) -> bool:
+    """Whether ``checkpoint`` has what the adapter reads: the backbone's timm name and the weights."""
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    model = hparams.get("model") if isinstance(hparams, dict) else None
+    return (isinstance(model, dict) and isinstance(model.get("backbone"), str)
+            and isinstance(checkpoint.get("state_dict"), dict))

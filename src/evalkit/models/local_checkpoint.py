@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 from typing import Any
 
 from torch import nn
 
 from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, ModuleBackbone, Preprocessing
-from evalkit.models.checkpoint import load_strict, read_state_dict, remap_keys
+from evalkit.models.checkpoint import load_strict, no_code_loads, read_state_dict, remap_keys
 from evalkit.models.registry import MODELS
-
-
-def _import_callable(path: str) -> Any:
-    module_name, _, attr = path.replace(":", ".").rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
-        raise EvalkitError(f"cannot import builder '{path}'; expected 'package.module.function'") from None
+from evalkit.models.trust import code_trusted, import_builder
 
 
 @MODELS.register("checkpoint")
@@ -29,8 +22,10 @@ class LocalCheckpointModel(ModelSpec):
     average-pooled, ``[B, N, D]`` takes token 0.
 
     Args:
-        builder: importable callable returning an ``nn.Module`` (``torchvision.models.resnet18``,
-            ``mypackage.models:build``).
+        builder: importable callable returning an ``nn.Module``: a model class or factory of evalkit,
+            torch.nn, torchvision.models, timm or transformers (``torchvision.models.resnet18``,
+            ``timm.create_model``); any other code (``mypackage.models:build``) only with
+            ``EVALKIT_TRUST_CODE=1`` in the environment (see :mod:`evalkit.models.trust`).
         checkpoint_path: local weights file (``.pt``, ``.pth``, ``.ckpt``, ``.safetensors``).
         builder_kwargs: keyword arguments for ``builder``.
         checkpoint_key: nested entry that holds the weights (``state_dict``, ``teacher``, ...).
@@ -74,10 +69,18 @@ class LocalCheckpointModel(ModelSpec):
                 "identity_modules": self.identity_modules}
 
     def build(self) -> Backbone:
+        builder = import_builder(self.builder)  # refuses code outside model building unless the user opted in
+        # Model factories read weights only without running code (torchvision's, given weights, read their hub cache
+        # with weights_only=False); code the user opted in to runs as written, its own torch.load calls included.
+        guard = contextlib.nullcontext() if code_trusted() else no_code_loads()
         try:
-            net = _import_callable(self.builder)(**self.builder_kwargs)
+            with guard:
+                net = builder(**self.builder_kwargs)
         except TypeError as exc:  # builder_kwargs that do not fit the builder's signature
             raise EvalkitError(f"{self.builder} refused builder_kwargs {self.builder_kwargs}: {exc}") from None
+        if not isinstance(net, nn.Module):
+            raise EvalkitError(f"builder '{self.builder}' returned a {type(net).__name__}, expected a torch.nn.Module; "
+                               "name a function or class that builds the network")
         state = remap_keys(read_state_dict(self.checkpoint_path, self.checkpoint_key), self.prefix_map)
         load_strict(net, state, self.checkpoint_path)
         for attr in self.identity_modules:

@@ -9,7 +9,7 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, Preprocessing
-from evalkit.models.checkpoint import load_strict, read_state_dict, remap_keys
+from evalkit.models.checkpoint import load_strict, no_code_loads, read_state_dict, remap_keys, unreadable
 from evalkit.models.registry import MODELS
 
 
@@ -100,21 +100,28 @@ class TimmModel(ModelSpec):
             raise EvalkitError(
                 f"unknown timm model '{self.model_name}'; see `python -c \"import timm; print(timm.list_models('*vit*'))\"`"
             )
+        if "checkpoint_path" in self.model_kwargs:  # timm would load it leniently, without prefix_map
+            raise EvalkitError(f"timm model '{self.model_name}': set checkpoint_path on the model config, not in "
+                               "model_kwargs; evalkit then loads it strictly, with checkpoint_key and prefix_map")
         use_hub = self.pretrained and not self.checkpoint_path
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), no_code_loads():
             torch.manual_seed(self.seed)
             try:
                 net = timm.create_model(self.model_name, pretrained=use_hub, num_classes=0, **self.model_kwargs)
             except TypeError as exc:  # a model_kwargs key the architecture does not take
                 raise EvalkitError(f"timm model '{self.model_name}' refused model_kwargs "
                                    f"{self.model_kwargs}: {exc}") from None
-            except (OSError, RuntimeError) as exc:
+            except Exception as exc:  # offline, or a damaged or refused file in the weights cache
                 if not use_hub:
                     raise
+                problem = unreadable(f"the cached weights file of timm model '{self.model_name}'", exc)
+                if problem.refused:
+                    raise EvalkitError(problem.message()) from None
                 raise EvalkitError(
-                    f"cannot fetch pretrained weights for timm model '{self.model_name}' (offline?): "
-                    "download them elsewhere and set model checkpoint_path to the local file"
-                ) from exc
+                    f"cannot load pretrained weights for timm model '{self.model_name}' ({problem.detail}): offline, "
+                    "or a damaged download in the cache; download them elsewhere and set model checkpoint_path to "
+                    "the local file"
+                ) from None
         if self.checkpoint_path:
             state = remap_keys(read_state_dict(self.checkpoint_path, self.checkpoint_key), self.prefix_map)
             load_strict(net, state, self.checkpoint_path)

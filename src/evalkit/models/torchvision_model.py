@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from evalkit.errors import EvalkitError
 from evalkit.models.base import Backbone, ModelSpec, ModuleBackbone, Preprocessing
-from evalkit.models.checkpoint import load_strict, read_state_dict, remap_keys
+from evalkit.models.checkpoint import load_strict, no_code_loads, probe_weights_file, read_state_dict, remap_keys
 from evalkit.models.registry import MODELS
 
 _CLASSIFIER_ATTRS = ("fc", "heads", "classifier", "head")
@@ -73,11 +75,17 @@ class TorchvisionModel(ModelSpec):
                 raise EvalkitError(f"unknown weights '{self.weights}' for torchvision model '{self.model_name}'; "
                                    f"known: {', '.join(enum.__members__)}")
             weights = enum[self.weights]
-        with torch.random.fork_rng(devices=[]):
+        # no_code_loads: torchvision reads its hub cache with weights_only=False
+        with torch.random.fork_rng(devices=[]), no_code_loads():
             torch.manual_seed(self.seed)
             try:
                 net = torchvision.models.get_model(self.model_name, weights=weights)
-            except OSError as exc:
+            except Exception as exc:
+                cached = _hub_file(weights) if weights is not None else None
+                if cached is not None and cached.is_file() and (problem := probe_weights_file(cached)) is not None:
+                    raise EvalkitError(problem.message("delete it to download it again")) from None
+                if not isinstance(exc, OSError):
+                    raise
                 raise EvalkitError(
                     f"cannot fetch weights {self.weights} for torchvision model '{self.model_name}' (offline?): "
                     "download them elsewhere and set model checkpoint_path to the local file"
@@ -92,6 +100,11 @@ class TorchvisionModel(ModelSpec):
             load_strict(net, state, self.checkpoint_path)
         preprocessing = self.preprocessing_override or _weights_preprocessing(weights)
         return ModuleBackbone(net, preprocessing)
+
+
+def _hub_file(weights: Any) -> Path:
+    """Where ``torch.hub`` keeps the download of torchvision ``weights`` (as ``load_state_dict_from_url`` names it)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
 
 def _weights_preprocessing(weights: Any) -> Preprocessing:

@@ -1,15 +1,18 @@
 """``evalkit pretrain``: data, views, model and Lightning Trainer from one config.
 
 Checkpoints go to ``<output_dir>/checkpoints/``: ``epoch=NNN.ckpt`` every ``checkpoint_every``
-epochs, all kept, for the checkpoint sweep, and ``last.ckpt`` every epoch; rerunning the same
-command resumes from ``last.ckpt``. Metrics go to ``<output_dir>/metrics.csv`` (CSVLogger) and optionally
-TensorBoard or wandb (offline unless configured otherwise).
+epochs, all kept, for the checkpoint sweep, and ``last.ckpt`` every epoch, each written atomically;
+rerunning the same command resumes from ``last.ckpt`` (from the newest whole ``epoch=NNN.ckpt`` when
+``last.ckpt`` is damaged, see :func:`evalkit.pretrain.checkpoints.resume_checkpoint`). Metrics go
+to ``<output_dir>/metrics.csv`` (CSVLogger) and optionally TensorBoard or wandb (offline unless
+configured otherwise).
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import inspect
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from evalkit.data.wsi import WSIPatches
 from evalkit.errors import EvalkitError, one_line
+from evalkit.pretrain.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from evalkit.pretrain.data import TileImages, ViewsOf, collate_views
 from evalkit.pretrain.module import ModelConfig, OptimConfig, module_from
 from evalkit.pretrain.views import MultiCropViews, ViewsConfig
@@ -51,7 +55,8 @@ class TrainerConfig:
         accelerator, devices, num_nodes, strategy: Lightning's (``ddp`` for several GPUs or nodes).
         precision: ``bf16-mixed`` on GPU and ``32-true`` on CPU when null.
         logger: ``csv``, ``tensorboard`` or ``wandb`` (offline unless WANDB_MODE says otherwise).
-        resume: continue from ``<output_dir>/checkpoints/last.ckpt`` when it exists.
+        resume: continue from ``<output_dir>/checkpoints/last.ckpt`` when it exists (a damaged one is set
+            aside and the newest whole ``epoch=NNN.ckpt`` used).
         checkpoint_every: epochs between the kept checkpoints ``epoch=NNN.ckpt`` (the checkpoint
             sweep); ``last.ckpt`` (for resume) is rewritten every epoch.
         seed: seeds model init, sampling and augmentations.
@@ -139,8 +144,8 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    resume = checkpoints / "last.ckpt"
-    ckpt_path = str(resume) if trainer.resume and resume.is_file() else None
+    resume = resume_checkpoint(output, log) if trainer.resume else None  # checked to load, without running code
+    ckpt_path = str(resume) if resume else None
     if ckpt_path:  # a resumed run keeps its checkpoints and earlier metrics rows, whatever Lightning says
         warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
@@ -151,6 +156,7 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
             precision=trainer.precision or ("bf16-mixed" if on_gpu(trainer.accelerator) else "32-true"),
             logger=_logger(trainer, output), log_every_n_steps=trainer.log_every_n_steps,
             callbacks=_checkpointing(checkpoints, trainer.checkpoint_every) + [LearningRateMonitor(logging_interval="step")],
+            plugins=[AtomicCheckpointIO()],
             enable_model_summary=False, enable_progress_bar=progress_bars(),
         )
     except MisconfigurationException as exc:  # e.g. accelerator gpu on a machine without one
@@ -166,9 +172,10 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
     if ckpt_path and earlier.is_file():
         earlier.rename(kept)
     try:
-        pl_trainer.fit(module_from(model, optim, views.n_global), loader, ckpt_path=ckpt_path)
+        pl_trainer.fit(module_from(model, optim, views.n_global), loader, ckpt_path=ckpt_path,
+                       **_weights_only(pl_trainer))
     except (KeyboardInterrupt, SystemExit):
-        raise EvalkitError(f"interrupted; rerun the same command to resume from {resume}") from None
+        raise EvalkitError(f"interrupted; rerun the same command to resume from {checkpoints}/last.ckpt") from None
     except MisconfigurationException as exc:  # e.g. resuming a run that already has more than max_epochs
         if not ckpt_path:
             raise EvalkitError(f"Lightning refused the trainer settings: {one_line(exc)}") from None
@@ -178,6 +185,12 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
         if kept.is_file() and pl_trainer.is_global_zero:
             _prepend_rows(kept, earlier)
     return checkpoints
+
+
+def _weights_only(pl_trainer: L.Trainer) -> dict[str, bool]:
+    """``weights_only=True`` for ``fit`` where Lightning takes it (2.6 on): it then loads the checkpoint the way
+    :func:`resume_checkpoint` already checked it loads, unpickling no objects; older Lightning loads it as it does."""
+    return {"weights_only": True} if "weights_only" in inspect.signature(pl_trainer.fit).parameters else {}
 
 
 def _prepend_rows(kept: Path, metrics: Path) -> None:

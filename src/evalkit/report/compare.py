@@ -6,7 +6,9 @@ every other model is compared with it on the same test samples (both runs' predi
 paired bootstrap of the metric difference, and McNemar's test on the run-averaged classifiers'
 correctness. Across columns, the Friedman test on the models' ranks (in the same direction) and
 the Nemenyi critical difference say whether the average ranks differ more than chance would
-(Demšar 2006). See docs/statistics.md.
+(Demšar 2006). A cell with a NaN or ±inf number (:func:`~evalkit.report.runs.non_finite`) is
+never the best, is not tested, and its column is left out of the Friedman test; comparison.json
+lists such cells under ``non_finite``. See docs/statistics.md.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from evalkit.metrics.classification import CLASSIFICATION_METRICS
 from evalkit.predictions import SplitPredictions, read_predictions
-from evalkit.report.runs import Run, columns, metric_spec
+from evalkit.report.runs import Run, columns, metric_spec, non_finite
 from evalkit.stats import cliques, consensus_predictions, friedman, mcnemar, nemenyi_critical_difference, paired_bootstrap
 from evalkit.stats.config import StatsConfig
 
@@ -49,7 +51,7 @@ def _friedman(runs: list[Run], metric: str, cols: list[tuple[str, str]], higher_
         return {"note": f"{metric} has no better end (higher_is_better is null in its metric_info): not ranked"}
     models = sorted({run.label for run in runs})
     value = {(run.label, run.task, s): m[metric]["mean"] for run in runs for s, m in run.data["metrics"].items()
-             if metric in m}
+             if metric in m and not non_finite(m[metric])}
     blocks = [c for c in cols if all((model, *c) in value for model in models)]
     if len(models) < 2 or len(blocks) < 2:
         return {"note": f"needs at least 2 models scored on at least 2 common task/split columns "
@@ -70,19 +72,32 @@ def compare_runs(runs: list[Run], metric: str, stats: StatsConfig) -> dict[str, 
     out: dict[str, Any] = {"metric": metric, "higher_is_better": spec.higher_is_better, "alpha": stats.alpha,
                            "confidence": stats.confidence, "n_resamples": stats.n_resamples, "columns": {}}
     cols = columns(runs, metric)
+    out["non_finite"] = _non_finite_cells(runs, metric)
     for task, split in cols:
         scored = {run.label: run for run in runs if run.task == task and run.metric(split, metric) is not None}
-        best_label = spec.best({label: run.metric(split, metric)["mean"] for label, run in scored.items()})
+        unusable = {label: non_finite(run.metric(split, metric)) for label, run in scored.items()}
+        finite = {label: run for label, run in scored.items() if not unusable[label]}
+        best_label = spec.best({label: run.metric(split, metric)["mean"] for label, run in finite.items()})
         if best_label is None:
-            out["columns"][f"{task}/{split}"] = {"best": None, "note": f"{metric} has no better end: no best, no tests"}
+            why = "has no better end" if spec.higher_is_better is None else "has no finite value in this column"
+            out["columns"][f"{task}/{split}"] = {"best": None, "note": f"{metric} {why}: no best, no tests"}
             continue
-        best = scored.pop(best_label)
+        best = finite.pop(best_label)
         if has_paired_test(metric):
             best_predictions = read_predictions(best.run_dir).get(split)
-            versus = {label: _versus(best_predictions, run, split, metric, stats) for label, run in scored.items()}
+            versus = {label: _versus(best_predictions, run, split, metric, stats) for label, run in finite.items()}
         else:
             versus = {label: {"note": f"no paired test of {metric} (the paired bootstrap scores classification "
-                                      "metrics from predictions.h5)"} for label in scored}
-        out["columns"][f"{task}/{split}"] = {"best": best_label, "versus_best": versus}
+                                      "metrics from predictions.h5)"} for label in finite}
+        versus |= {label: {"note": f"non-finite {metric} ({', '.join(fields)}): not compared"}
+                   for label, fields in unusable.items() if fields}
+        out["columns"][f"{task}/{split}"] = {"best": best_label, "versus_best": dict(sorted(versus.items()))}
     out["friedman"] = _friedman(runs, metric, cols, spec.higher_is_better, stats)
     return out
+
+
+def _non_finite_cells(runs: list[Run], metric: str) -> list[dict[str, Any]]:
+    """Every (model, task/split) whose ``metric`` has a NaN or ±inf number, and which numbers."""
+    return [{"model": run.label, "column": f"{run.task}/{split}", "fields": fields}
+            for run in runs for split, values in run.data["metrics"].items()
+            if metric in values and (fields := non_finite(values[metric]))]

@@ -62,7 +62,7 @@ def _source_links(runs: list[Run], sources: list[Run]) -> str:
     return ", ".join(f'<a href="#{_anchor(runs, run)}">run {runs.index(run) + 1}</a>' for run in sources)
 
 
-_NUMBER = re.compile(r"^[-+<–]?\s*[\d.]")
+_NUMBER = re.compile(r"^([-+<–]?\s*[\d.]|[-+]?(nan|inf)\b|n/a$)")  # n/a, nan, inf: a number's place
 
 
 def _td(text: str) -> str:

@@ -1,13 +1,17 @@
 """The comparison plots (PNG): bars with CIs, label-efficiency curves, accuracy vs representation
-metrics, and the critical-difference diagram. matplotlib's Agg backend: no display needed."""
+metrics, and the critical-difference diagram. matplotlib's Agg backend: no display needed.
+
+A NaN or ±inf value has no place on an axis: it is left out of the plots (the tables show it).
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from evalkit.plotting import pyplot
-from evalkit.report.runs import Run, columns, metric_spec
+from evalkit.report.runs import Run, columns, metric_spec, non_finite
 
 _DPI = 150
 
@@ -38,7 +42,7 @@ def bar_chart(runs: list[Run], metric: str, comparison: dict[str, Any], path: Pa
         for j, (task, split) in enumerate(cols):
             run = next((r for r in runs if r.label == model and r.task == task), None)
             value = run.data["metrics"].get(split, {}).get(metric) if run else None
-            if value is None:
+            if value is None or non_finite(value):
                 continue
             xs.append(j + (i - (len(models) - 1) / 2) * width)
             means.append(value["mean"])
@@ -120,8 +124,8 @@ def representation_scatter(runs: list[Run], metric: str, path: Path) -> Path | N
 
     points = [(run.label, f"{run.task}/{split}", run.data["metrics"][split][metric]["mean"], rep)
               for run in runs for split, rep in (run.data.get("representation") or {}).items()
-              if metric in run.data["metrics"].get(split, {})
-              and rep.get("rankme") is not None and rep.get("odcorr") is not None]
+              if metric in run.data["metrics"].get(split, {}) and not non_finite(run.data["metrics"][split][metric])
+              and all(rep.get(key) is not None and math.isfinite(rep[key]) for key in ("rankme", "odcorr"))]
     if not points:
         return None
     plt = _pyplot()

@@ -15,6 +15,8 @@ published numbers (columns model, task, split, metric, mean, std, protocol, sour
   ``max(tolerance, std_multiple * baseline std)``, and, where both sides kept per-sample
   predictions (two evalkit runs, a classification metric), a paired bootstrap also calls the
   difference significant, so that noise within the tolerance of an unlucky seed is not a regression.
+- A compared pair with a NaN or ±inf mean or std, on either side, is ``nonfinite``: a failure,
+  since NaN compares false with every bound and would otherwise pass.
 - A baseline entry without a new result is ``missing`` (a failure unless ``allow_missing``);
   a published table is a reference, not a contract, so from a CSV only the (model, task)
   pairs that have new results are compared.
@@ -23,7 +25,8 @@ published numbers (columns model, task, split, metric, mean, std, protocol, sour
 from __future__ import annotations
 
 import csv
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ from evalkit.stats import paired_bootstrap
 from evalkit.stats.config import StatsConfig
 
 CSV_COLUMNS = ("model", "task", "split", "metric", "mean", "std", "protocol", "source")
+FAILING = ("fail", "missing", "nonfinite")  # the statuses that make regress exit 1
 
 
 @dataclass
@@ -58,6 +62,10 @@ class Entry:
     @property
     def where(self) -> str:
         return f"{self.model} on {self.task}/{self.split} {self.metric}"
+
+    def non_finite(self, side: str) -> list[str]:
+        """``"<side> mean"`` / ``"<side> std"`` for each of the two that is NaN or ±inf."""
+        return [f"{side} {name}" for name in ("mean", "std") if not math.isfinite(getattr(self, name))]
 
 
 def entries_from_runs(runs: list[Run], metrics: list[str]) -> list[Entry]:
@@ -78,17 +86,24 @@ def entries_from_csv(path: Path, metrics: list[str]) -> list[Entry]:
             for r in reader:
                 if r["metric"] not in metrics:
                     continue
-                try:
-                    mean, std = float(r["mean"]), float(r["std"] or 0.0)
-                except (TypeError, ValueError):
-                    raise EvalkitError(f"{path} line {reader.line_num}: mean '{r['mean']}' and std '{r['std']}' "
-                                       "must be numbers (std may be empty)") from None
+                mean = _csv_number(path, reader.line_num, "mean", r["mean"])
+                std = _csv_number(path, reader.line_num, "std", r["std"] or "0")
                 entries.append(Entry(r["model"], r["task"], r["split"], r["metric"], mean, std,
                                      r.get("protocol") or ""))
     except UnicodeDecodeError:
         raise EvalkitError(f"{path} is not a text CSV; a baseline is a CSV with {', '.join(CSV_COLUMNS)} "
                            "or a folder of results.json files") from None
     return entries
+
+
+def _csv_number(path: Path, line: int, column: str, text: str | None) -> float:
+    """A numeric cell of a baseline CSV; ``nan``/``inf`` parse (and are judged ``nonfinite``), other text is refused."""
+    try:
+        return float(text)  # type: ignore[arg-type]  # None: a row shorter than the header
+    except (TypeError, ValueError):
+        found = f"'{text}'" if text else "an empty cell"
+        raise EvalkitError(f"{path} line {line}, column {column}: expected a number, found {found}; write a decimal "
+                           "number there (std may be left empty)") from None
 
 
 def is_published_table(path: str | Path) -> bool:
@@ -192,18 +207,21 @@ def _judge(current: Entry, old: Entry, tolerance: float, std_multiple: float, st
     if spec.higher_is_better is None:
         raise EvalkitError(f"{current.metric} has no better end (higher_is_better is null in its metric_info), so "
                            "regress cannot judge it; leave it out of --metrics")
+    model = current.model if current.model == old.model else f"{old.model} → {current.model}"
+    key = (model, current.task, current.split, current.metric)
+    unusable = current.non_finite("new") + old.non_finite("baseline")
+    if unusable:  # NaN compares false with any bound: judged, it would pass
+        return {"key": key, "status": "nonfinite", "baseline": old.mean, "new": current.mean, "non_finite": unusable}
     allowed = max(tolerance, std_multiple * old.std)
     worse = spec.worse_by(old.mean, current.mean) > allowed
     p = _paired_p(current, old, stats) if worse else None
-    model = current.model if current.model == old.model else f"{old.model} → {current.model}"
-    return {"key": (model, current.task, current.split, current.metric),
-            "status": "fail" if worse and (p is None or p < stats.alpha) else "pass", "baseline": old.mean,
+    return {"key": key, "status": "fail" if worse and (p is None or p < stats.alpha) else "pass", "baseline": old.mean,
             "new": current.mean, "difference": current.mean - old.mean, "allowed": allowed, "p_value": p}
 
 
 def compare(new: list[Entry], baseline: list[Entry], tolerance: float, std_multiple: float, stats: StatsConfig,
             allow_missing: bool = False, allow_other_model: bool = False) -> list[dict[str, Any]]:
-    """One row per baseline entry: status ``pass``, ``fail`` or ``missing``, with the numbers."""
+    """One row per baseline entry: status ``pass``, ``fail``, ``nonfinite`` or ``missing``, with the numbers."""
     results: dict[tuple[str, ...], list[Entry]] = defaultdict(list)
     baseline_models: dict[tuple[str, ...], set[str]] = defaultdict(set)
     for entry in new:
@@ -222,6 +240,25 @@ def compare(new: list[Entry], baseline: list[Entry], tolerance: float, std_multi
     return rows
 
 
+def _status(row: dict[str, Any]) -> str:
+    """``PASS``, ``FAIL``, ``MISSING``, ``OK-MISSING``, or ``NONFINITE (baseline mean, ...)`` naming the culprits."""
+    status = row["status"].upper()
+    return f"{status} ({', '.join(row['non_finite'])})" if "non_finite" in row else status
+
+
+def _summary(rows: list[dict[str, Any]], not_run: int) -> str:
+    """``k of n passed``, then what failed and what was not compared."""
+    counts = Counter(row["status"] for row in rows)
+    failed = sum(counts[status] for status in FAILING)
+    regressed = counts["fail"] + counts["missing"]
+    return (f"\n{len(rows) - failed} of {len(rows)} passed"
+            + (f"; {regressed} regression(s) or missing result(s)" if regressed else "")
+            + (f"; {counts['nonfinite']} not judged, a mean or std being NaN or inf (NONFINITE): fix the run or "
+               "baseline that produced it" if counts["nonfinite"] else "")
+            + (f"; {not_run} {'entry' if not_run == 1 else 'entries'} of the published table for other models or "
+               "tasks not compared" if not_run else "") + "\n")
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     table = []
     for row in rows:
@@ -230,7 +267,7 @@ def render(rows: list[dict[str, Any]]) -> str:
                       f"{row['new']:.4f}" if "new" in row else "–",
                       f"{row['difference']:+.4f}" if "difference" in row else "–",
                       f"{row['allowed']:.4f}" if "allowed" in row else "–",
-                      "–" if row.get("p_value") is None else f"{row['p_value']:.3f}", row["status"].upper()])
+                      "–" if row.get("p_value") is None else f"{row['p_value']:.3f}", _status(row)])
     return to_markdown(["model", "task/split", "metric", "baseline", "new", "difference", "allowed worsening",
                         "p (paired)", "status"], table)
 
@@ -253,9 +290,4 @@ def regress(results: list[str], baseline: str, metrics: list[str], tolerance: fl
                                "as the CSV does (its `model` and `task` columns)")
         not_run, reference = len(reference) - len(compared), compared
     rows = compare(new, reference, tolerance, std_multiple, stats, allow_missing, allow_other_model)
-    failed = [r for r in rows if r["status"] in ("fail", "missing")]
-    summary = (f"\n{len(rows) - len(failed)} of {len(rows)} passed" +
-               (f"; {len(failed)} regression(s) or missing result(s)" if failed else "") +
-               (f"; {not_run} {'entry' if not_run == 1 else 'entries'} of the published table for other models or "
-                "tasks not compared" if not_run else "") + "\n")
-    return render(rows) + summary, not failed
+    return render(rows) + _summary(rows, not_run), not any(row["status"] in FAILING for row in rows)

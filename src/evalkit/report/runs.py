@@ -6,20 +6,26 @@ model fitted under two protocols gives two results. Of several runs with one ide
 is kept and the older ones are recorded on it, so that a report can say what it left out.
 A metric's direction comes from the run's ``metric_info`` (what ``fit`` recorded beside the
 number), else from :data:`evalkit.metrics.spec.METRICS`; no reader guesses it from a name.
+Each file is checked once at load (:func:`check_record`): a field of the wrong JSON type is refused
+in one line there, so that the readers never meet it; a NaN or ±inf number is a result, and the
+readers show it and leave it out of rankings and judgements (:func:`non_finite`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from evalkit.errors import EvalkitError
 from evalkit.metrics.spec import METRICS, MetricSpec
 
 SCHEMA_VERSION = 2
+SUMMARY_NUMBERS = ("mean", "std", "ci_low", "ci_high")  # the numbers of one metric's summary
 _REQUIRED = ("task", "evaluation", "protocol", "model", "model_fingerprint", "primary_metric", "metrics")
 
 
@@ -114,23 +120,163 @@ def columns(runs: list[Run], metric: str) -> list[tuple[str, str]]:
     return found
 
 
+def non_finite(value: dict[str, Any]) -> list[str]:
+    """Which numbers of a metric summary (``mean``, ``std``, ``ci_low``, ``ci_high``) are NaN or ±inf.
+
+    A summary with any of them is shown as it is, marked non-finite, and never ranked, tested or
+    judged: a NaN compares false with everything, so it would otherwise pass or win silently.
+    """
+    return [key for key in SUMMARY_NUMBERS if key in value and not math.isfinite(value[key])]
+
+
+# The shape of a schema-2 record: every field a reader of this package uses, with its JSON type.
+# Checked once at load, so that a malformed file is refused in one line naming the bad field
+# instead of failing as a traceback deep inside a renderer. Keys not listed are not read.
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a reader expects at one place of a results.json.
+
+    ``fields`` are the known keys of an object (checked where present), ``required`` those it must
+    have, ``together`` pairs of keys of which neither may come alone, and ``each`` the shape of every
+    value of an object of named entries (splits, metrics) or of every item of a list.
+    """
+
+    expected: str
+    test: Callable[[Any], bool]
+    nullable: bool = False
+    fields: dict[str, _Shape] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    together: tuple[tuple[str, str], ...] = ()
+    each: _Shape | None = None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_NUMBER = _Shape("a number", _is_number)
+_TEXT = _Shape("a string", lambda value: isinstance(value, str))
+_BOOL = _Shape("a boolean", lambda value: isinstance(value, bool))
+
+
+def _nullable(shape: _Shape) -> _Shape:
+    return _Shape(f"{shape.expected} or null", shape.test, True, shape.fields, shape.required, shape.together,
+                  shape.each)
+
+
+def _object(fields: dict[str, _Shape], required: tuple[str, ...] = (), expected: str = "an object",
+            together: tuple[tuple[str, str], ...] = ()) -> _Shape:
+    return _Shape(expected, lambda value: isinstance(value, dict), fields=fields, required=required,
+                  together=together)
+
+
+def _entries(each: _Shape, of: str) -> _Shape:
+    """An object whose every value has the shape ``each`` (splits, metrics, heads)."""
+    return _Shape(f"an object of {of}", lambda value: isinstance(value, dict), each=each)
+
+
+def _list(each: _Shape, of: str) -> _Shape:
+    return _Shape(f"a list of {of}", lambda value: isinstance(value, list), each=each)
+
+
+_SUMMARY = _object({**{key: _NUMBER for key in SUMMARY_NUMBERS}, "runs": _list(_NUMBER, "numbers")},
+                   required=("mean", "std"), expected="an object with mean and std",
+                   together=(("ci_low", "ci_high"),))
+_METRIC_INFO = _object({"higher_is_better": _nullable(_BOOL), "lower": _nullable(_NUMBER),
+                        "upper": _nullable(_NUMBER), "computed_by": _TEXT, "description": _TEXT})
+_CURVE_POINT = _object({key: _NUMBER for key in ("value", "mean", "ci_low", "ci_high")},
+                       required=("value", "mean", "ci_low", "ci_high"))
+_LABEL_EFFICIENCY = _object(
+    {"metric": _TEXT, "heads": _list(_TEXT, "strings"),
+     "curves": _entries(_entries(_entries(_list(_CURVE_POINT, "points"), "budget kinds"), "splits"), "heads"),
+     "auc": _entries(_entries(_entries(_NUMBER, "budget kinds"), "splits"), "heads")},
+    required=("metric", "heads", "curves", "auc"))
+_RECORD = _object({
+    "task": _TEXT, "evaluation": _TEXT, "protocol": _TEXT, "model": _TEXT, "model_fingerprint": _nullable(_TEXT),
+    "primary_metric": _TEXT,
+    "metrics": _entries(_entries(_SUMMARY, "metrics"), "splits"),
+    "metric_info": _nullable(_entries(_METRIC_INFO, "metrics")),
+    # null is an undefined value (RankMe of a rank-1 matrix): shown as n/a, never a failure
+    "representation": _nullable(_entries(_entries(_nullable(_NUMBER), "metrics"), "splits")),
+    "curves": _nullable(_object({"label_efficiency": _nullable(_LABEL_EFFICIENCY)})),
+    "timing": _nullable(_object({})),
+    "provenance": _nullable(_object({"cache_files": _nullable(_entries(_TEXT, "paths")),
+                                     "cache_keys": _nullable(_list(_TEXT, "strings")),
+                                     "packages": _nullable(_entries(_TEXT, "versions"))})),
+}, required=_REQUIRED, expected="a JSON object")
+
+
+def _found(value: Any) -> str:
+    """``value`` in a few words, for a message."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, str):
+        text = json.dumps(value if len(value) <= 40 else value[:37] + "...")
+        return f"the string {text}"
+    if _is_number(value):
+        return f"the number {value}"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _child(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    name = key if re.fullmatch(r"[\w-]+", key) else json.dumps(key)
+    return f"{path}.{name}" if path else name
+
+
+def _mismatch(value: Any, shape: _Shape, path: str) -> str | None:
+    """Where and how ``value`` first departs from ``shape`` (``path`` is where it sits), or ``None``."""
+    where = path or "the top level"
+    if value is None and shape.nullable:
+        return None
+    if not shape.test(value):
+        return f"{where} should be {shape.expected}, found {_found(value)}"
+    if isinstance(value, dict):
+        missing = [key for key in shape.required if key not in value]
+        missing += [b for pair in shape.together for a, b in (pair, pair[::-1]) if a in value and b not in value]
+        if missing:
+            return f"{path or 'it'} lacks {', '.join(missing)}"
+        children = [(key, value[key], inner) for key, inner in shape.fields.items() if key in value]
+        children += [(key, item, shape.each) for key, item in value.items()] if shape.each else []
+    else:
+        children = [(i, item, shape.each) for i, item in enumerate(value)] if shape.each else []
+    for key, item, inner in children:
+        problem = _mismatch(item, inner, _child(path, key))
+        if problem:
+            return problem
+    return None
+
+
+def check_record(record: Any, file: Path) -> dict[str, Any]:
+    """``record`` (the parsed ``file``) when it is a schema-2 results.json with every field a reader uses of the
+    right JSON type; otherwise one line naming the file, the field's path, what was expected and what was found.
+
+    NaN and ±inf are numbers here: they are a result, shown and flagged by the readers (:func:`non_finite`).
+    """
+    if isinstance(record, dict):
+        version = record.get("schema_version", 1)  # schema 1 had no version field
+        if version != SCHEMA_VERSION:
+            raise EvalkitError(f"{file} is results.json schema {version!r}; this evalkit reads schema "
+                               f"{SCHEMA_VERSION}: regenerate it with `evalkit fit` (same task and model configs)")
+    problem = _mismatch(record, _RECORD, "")
+    if problem:
+        raise EvalkitError(f"{file} is not an evalkit results.json: {problem}; regenerate it with `evalkit fit`")
+    return record
+
+
 def _read(file: Path) -> dict[str, Any]:
-    """A schema-2 results.json, or one line that says how to get one."""
+    """A schema-2 results.json of the shape every reader expects, or one line that says how to get one."""
     try:
-        result = json.loads(file.read_text())
+        record = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise EvalkitError(f"{file} is not an evalkit results.json (not JSON)") from None
-    if not isinstance(result, dict):
-        raise EvalkitError(f"{file} is not an evalkit results.json (not a JSON object)")
-    version = result.get("schema_version", 1)  # schema 1 had no version field
-    if version != SCHEMA_VERSION:
-        raise EvalkitError(f"{file} is results.json schema {version}; this evalkit reads schema {SCHEMA_VERSION}: "
-                           "regenerate it with `evalkit fit` (same task and model configs)")
-    missing = [key for key in _REQUIRED if key not in result]
-    if missing:
-        raise EvalkitError(f"{file} is not an evalkit results.json: it lacks {', '.join(missing)}; regenerate it "
-                           "with `evalkit fit`")
-    return result
+        raise EvalkitError(f"{file} is not an evalkit results.json (not JSON); point at a results.json written by "
+                           "`evalkit fit`, or a folder of them") from None
+    return check_record(record, file)
 
 
 def _files(paths: list[str | Path]) -> list[Path]:
@@ -139,7 +285,9 @@ def _files(paths: list[str | Path]) -> list[Path]:
         if p.is_file():
             files.append(p)
         elif p.is_dir():
-            files.extend(sorted(p.rglob("results.json")))
+            # Hidden folders are fits still writing (or killed while writing): not runs yet.
+            files.extend(sorted(f for f in p.rglob("results.json")
+                                if not any(part.startswith(".") for part in f.relative_to(p).parts)))
         else:
             raise EvalkitError(f"results path not found: {p}")
     if not files:

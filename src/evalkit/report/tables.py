@@ -2,33 +2,43 @@
 
 The best model of each column (by the metric's recorded direction, see
 :func:`evalkit.report.compare.compare_runs`) is in bold; a model whose difference from the best
-is not significant (paired bootstrap over the same test samples) is marked ``≈``. Markdown for
-people, CSV for spreadsheets. Rendering only: the numbers come from :mod:`evalkit.report.runs`
-and the comparison, and :mod:`evalkit.report.write` writes the files.
+is not significant (paired bootstrap over the same test samples) is marked ``≈``. A cell with a
+NaN or ±inf number is shown as it is, marked ``(non-finite)``, and never bold; an undefined
+representation metric (null in results.json) is ``n/a``. Markdown for people, CSV for
+spreadsheets. Rendering only: the numbers come from :mod:`evalkit.report.runs` and the
+comparison, and :mod:`evalkit.report.write` writes the files.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.metrics.spec import MetricSpec
-from evalkit.report.runs import Run, columns, metric_spec
+from evalkit.report.runs import Run, columns, metric_spec, non_finite
 from evalkit.stats.config import StatsConfig
 
 NOT_SIGNIFICANT = "≈"
+NON_FINITE = "(non-finite)"
+UNDEFINED = "n/a"
 
 
 def _cell(value: dict[str, Any], best: bool, not_significant: bool) -> str:
+    """``mean ± std [CI]``, bold when best, ``≈`` when not significantly different from the best;
+    a summary with a NaN or ±inf number is never bold and says so."""
+    flagged = bool(non_finite(value))
     text = f"{value['mean']:.3f} ± {value['std']:.3f}"
-    if best:
+    if best and not flagged:
         text = f"**{text}**"
     if "ci_low" in value:
         text += f" [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
+    if flagged:
+        return f"{text} {NON_FINITE}"
     return text + (f" {NOT_SIGNIFICANT}" if not_significant else "")
 
 
@@ -77,7 +87,10 @@ def to_csv(header: list[str], numeric: list[list[Any]]) -> str:
 
 
 def _fmt(value: float | None, digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    """A representation metric: ``n/a`` where undefined (null), the value and ``(non-finite)`` for NaN/±inf."""
+    if value is None:
+        return UNDEFINED
+    return f"{value:.{digits}f}" if math.isfinite(value) else f"{value} {NON_FINITE}"
 
 
 def _fmt_p(p: float | None) -> str:
@@ -127,13 +140,25 @@ def _friedman_section(comparison: dict[str, Any]) -> Section | None:
     friedman = comparison.get("friedman")
     if not friedman:
         return None
+    left_out = " Columns with a non-finite value are left out of it." if comparison.get("non_finite") else ""
     if "note" in friedman:
-        return Section(f"Friedman test: {friedman['note']}")
+        return Section(f"Friedman test: {friedman['note']}" + (f".{left_out}" if left_out else ""))
     ranks = ", ".join(f"{m} {r:.2f}" for m, r in sorted(friedman["average_ranks"].items(), key=lambda kv: kv[1]))
     return Section(f"Friedman test over {friedman['n_blocks']} task/split columns and {friedman['k']} models: "
                    f"chi² = {friedman['statistic']:.3f}, p = {_fmt_p(friedman['p_value'])}; average ranks (1 = best): "
                    f"{ranks}; Nemenyi critical difference {friedman['critical_difference']:.3f} at alpha "
-                   f"{friedman['alpha']}.")
+                   f"{friedman['alpha']}.{left_out}")
+
+
+def _non_finite_section(comparison: dict[str, Any]) -> Section | None:
+    """Which cells hold NaN or ±inf: shown in the table, but never the best nor tested nor ranked."""
+    cells = comparison.get("non_finite") or []
+    if not cells:
+        return None
+    which = "; ".join(f"{cell['model']} on {cell['column']} ({', '.join(cell['fields'])})" for cell in cells)
+    return Section(f"{len(cells)} non-finite {comparison['metric']} value(s) (NaN or ±inf), marked {NON_FINITE} in "
+                   f"the table and left out of the best, the paired comparisons and the Friedman test: {which}; "
+                   "check the runs that produced them.")
 
 
 _REPRESENTATION = (("rankme", "RankMe", 1), ("odcorr", "ODCorr", 3), ("alpha_req", "α-ReQ", 3))
@@ -183,8 +208,8 @@ def _left_out_section(runs: list[Run]) -> Section | None:
 
 def report_sections(runs: list[Run], comparison: dict[str, Any], stats: StatsConfig) -> list[Section]:
     """Everything after the main table, in the order the report shows it."""
-    sections = (_left_out_section(runs), _pairwise_section(runs, comparison, stats), _friedman_section(comparison),
-                _representation_section(runs), _label_efficiency_section(runs))
+    sections = (_left_out_section(runs), _non_finite_section(comparison), _pairwise_section(runs, comparison, stats),
+                _friedman_section(comparison), _representation_section(runs), _label_efficiency_section(runs))
     return [section for section in sections if section is not None]
 
 

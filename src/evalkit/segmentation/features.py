@@ -65,8 +65,9 @@ class _CropDataset(torch.utils.data.Dataset):
     crops of one image are consecutive and a batch of them would otherwise decode it again and again."""
 
     def __init__(self, spec: DatasetSpec, listing: SplitListing, pool: CropPool, sizes: list[tuple[int, int]],
-                 crop: int, preprocessing: Preprocessing) -> None:
+                 crop: int, preprocessing: Preprocessing, max_image_pixels: int) -> None:
         self.spec, self.listing, self.pool, self.sizes, self.crop = spec, listing, pool, sizes, crop
+        self.max_image_pixels = max_image_pixels
         self.normalise = _normalise(preprocessing)
         self._last: tuple[int, torch.Tensor] | None = None
 
@@ -75,7 +76,7 @@ class _CropDataset(torch.utils.data.Dataset):
 
     def _image(self, j: int) -> torch.Tensor:
         if self._last is None or self._last[0] != j:
-            image = self.normalise(self.spec.read_image(self.listing, j))
+            image = self.normalise(self.spec.read_image(self.listing, j, self.max_image_pixels))
             if tuple(image.shape[-2:]) != self.sizes[j]:
                 raise EvalkitError(f"{self.listing.ids[j]}: image {tuple(image.shape[-2:])} and label {self.sizes[j]} "
                                    "differ in size; the label file belongs to another image")
@@ -106,13 +107,17 @@ class _MapFeatures(FeatureSet):
 
     def dataset(self, spec: DatasetSpec, listing: SplitListing, preprocessing: Preprocessing,
                 cfg: EmbedConfig) -> torch.utils.data.Dataset:
-        return _CropDataset(spec, listing, self._pool, [m.shape for m in self._masks], self.crop_size, preprocessing)
+        return _CropDataset(spec, listing, self._pool, [m.shape for m in self._masks], self.crop_size, preprocessing,
+                            cfg.max_image_pixels)
 
     def outputs(self, backbone: Backbone, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {f"features/{i}": level for i, level in enumerate(backbone.dense(images))}
 
     def dtypes(self, cfg: EmbedConfig) -> dict[str, str]:
         return {name: "float16" for name in self._levels}
+
+    def listing_index(self, n: int) -> np.ndarray:
+        return self._pool.image_index
 
     def attrs(self, spec: DatasetSpec, listing: SplitListing, backbone: Backbone) -> dict[str, Any]:
         sizes = [m.shape for m in self._masks]
@@ -138,7 +143,7 @@ class _MapFeatures(FeatureSet):
                 "symmetry": pool.symmetry}
 
     def read(self, path: Any) -> SegmentationCache:
-        with open_cache(path, self.kind) as f:
+        with open_cache(path, self.kind, verify=True) as f:
             try:
                 features = [torch.from_numpy(f[f"features/{i}"][()]) for i in range(len(f["features"]))]
                 full = [torch.from_numpy(f[f"full_masks/{j}"][()]).long() for j in range(len(f.get("full_masks", {})))]
