@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 import evalkit.data
@@ -43,6 +45,40 @@ def test_unknown_name_lists_known_names():
     with pytest.raises(EvalkitError, match="widget 'gamma'") as info:
         reg.get("gamma")
     assert "alpha" in str(info.value) and "zeta" in str(info.value)
+
+
+def _widget_package(root, name: str) -> None:
+    """A package ``name`` whose modules ``alpha`` and ``beta`` register ``alpha`` and ``b`` in its registry."""
+    package = root / name
+    package.mkdir()
+    (package / "__init__.py").write_text(f"from evalkit.registry import Registry\nREG = Registry('widget', '{name}')\n")
+    (package / "alpha.py").write_text(f"from {name} import REG\nREG.add('alpha', 1)\n")
+    (package / "beta.py").write_text(f"from {name} import REG\nREG.add('b', 2)\n")
+
+
+def test_a_package_registry_imports_its_modules_on_first_lookup(tmp_path, monkeypatch):
+    """The CLI imports every registry; the modules that fill one (torch) are imported on its first lookup:
+    a name that is also a module's imports that module alone, a listing or another name all of them."""
+    _widget_package(tmp_path, "widgets_lazy")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module in ("widgets_lazy", "widgets_lazy.alpha", "widgets_lazy.beta"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    import widgets_lazy
+
+    assert "widgets_lazy.alpha" not in sys.modules and "widgets_lazy.beta" not in sys.modules
+    assert widgets_lazy.REG.get("alpha") == 1
+    assert "widgets_lazy.alpha" in sys.modules and "widgets_lazy.beta" not in sys.modules
+    assert widgets_lazy.REG.names() == ["alpha", "b"]
+    with pytest.raises(EvalkitError, match="widget 'gamma'; known: alpha, b"):
+        widgets_lazy.REG.get("gamma")
+
+
+def test_a_package_registry_lookup_of_a_name_of_no_module_imports_them_all(tmp_path, monkeypatch):
+    _widget_package(tmp_path, "widgets_all")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import widgets_all
+
+    assert "b" in widgets_all.REG and len(widgets_all.REG) == 2
 
 
 def test_empty_registry_unknown_name():

@@ -15,22 +15,26 @@ import time
 import traceback
 from pathlib import Path
 from argparse import ArgumentError
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from evalkit import __version__
 from evalkit.data import DATASETS
-from evalkit.embed.config import EmbedConfig
 from evalkit.env import env_str
 from evalkit.errors import EvalkitError, one_line
-from evalkit.evaluations import EVALUATIONS, Evaluation, get_evaluation
-from evalkit.models import MODELS, ModelSpec
+from evalkit.evaluations import EVALUATIONS, get_evaluation
+from evalkit.models import MODELS
 from evalkit.preparse import chosen_evaluation, model_config_positions, with_class_paths, without_configs
-from evalkit.runtime import is_global_zero
 from evalkit.stats.config import StatsConfig
-from evalkit.task import Task
+
+if TYPE_CHECKING:
+    from evalkit.evaluations.base import Evaluation
+
+# Only light modules above (tests/test_startup.py checks it): `evalkit --version` and `--help` answer in a
+# fraction of a second. The config classes of the data, model and evaluation (torch) are imported by the
+# parsers of the commands that take them, and the stages by the commands that run them.
 
 COMMANDS = {
     "predict": "Embed a task's images with a model into the HDF5 cache.",
@@ -83,21 +87,36 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
         parser.add_argument("action", choices=["list"], help="what to do")
         return parser
     if command == "pretrain":
+        from jsonargparse import lazy_instance
+
+        from evalkit.pretrain.lejepa_loss import LeJEPALoss
         from evalkit.pretrain.module import ModelConfig, OptimConfig
+        from evalkit.pretrain.objectives import Objective, objective_names
         from evalkit.pretrain.run import DataConfig, TrainerConfig
         from evalkit.pretrain.views import ViewsConfig
 
         for cls, key, text in ((ModelConfig, "model", "backbone and projector"), (ViewsConfig, "views", "multi-crop views"),
                                (DataConfig, "data", "tiles and whole-slide images"),
-                               (OptimConfig, "optim", "AdamW, schedule and the LeJEPA loss"),
+                               (OptimConfig, "optim", "AdamW and its schedule"),
                                (TrainerConfig, "trainer", "Lightning Trainer, checkpoints, logging")):
             parser.add_class_arguments(cls, key, help=text)
+        parser.add_subclass_arguments(Objective, "objective", default=lazy_instance(LeJEPALoss), required=False,
+                                      help=f"the pretraining objective (registered: {', '.join(objective_names())}; "
+                                           "e.g. --objective SimCLRLoss --objective.temperature 0.2)")
         return parser
     if command == "sweep":
         from evalkit.pretrain.sweep import add_arguments
 
         add_arguments(parser)
         return parser
+    from evalkit.embed.config import EmbedConfig
+    from evalkit.models import ModelSpec
+    from evalkit.task import Task
+
+    # jsonargparse looks a class a config names (``class_path: ImageFolder``) up among the subclasses imported,
+    # and lists them in --help: every dataset and model adapter must be.
+    DATASETS.load()
+    MODELS.load()
     if command == "data":
         parser.add_argument("action", choices=["check"], help="what to do")
         parser.add_argument("--data_root", type=str, default=env_str("DATA_ROOT"), help="where datasets live (DATA_ROOT)")
@@ -211,7 +230,8 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
             from evalkit.pretrain.run import run_pretraining
 
             objects = parser.instantiate_classes(cfg)
-            checkpoints = run_pretraining(objects.model, objects.views, objects.data, objects.optim, objects.trainer, log)
+            checkpoints = run_pretraining(objects.model, objects.views, objects.data, objects.optim, objects.trainer,
+                                          objects.objective, log)
             log(f"checkpoints in {checkpoints}; evaluate one with configs/models/lejepa_*.yaml")
             return None
         if command == "sweep":
@@ -245,6 +265,7 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
         config = _resolved_config(parser, cfg)
         objects = parser.instantiate_classes(cfg)
         from evalkit import pipeline
+        from evalkit.runtime import is_global_zero
 
         evaluation = evaluation_cls(**{group: objects[group] for group in evaluation_cls.options if group in objects})
         timing: dict[str, Any] = {}

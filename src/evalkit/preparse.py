@@ -11,14 +11,17 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from evalkit.data import DATASETS
 from evalkit.errors import EvalkitError
-from evalkit.evaluations import Evaluation, get_evaluation
+from evalkit.evaluations import get_evaluation
 from evalkit.models import MODELS
+
+if TYPE_CHECKING:
+    from evalkit.evaluations.base import Evaluation
 
 
 def _options(argv: list[str]) -> Iterator[tuple[str, int, str, bool]]:

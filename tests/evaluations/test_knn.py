@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from evalkit.cli import main
-from evalkit.evaluations.knn import KnnProbe
+from evalkit.errors import EvalkitError
+from evalkit.evaluations.knn import KnnConfig, KnnProbe
 from evalkit.heads.nonparametric import knn
 from evalkit.metrics.classification import classification_metrics
 from evalkit.predictions import read_predictions
@@ -61,7 +62,7 @@ def test_knn_writes_the_one_run_record(knn_run, crc_cache):
     assert results["protocol"] == "knn_k5" and results["n_runs"] == 1
     assert results["model"] == crc_cache.model.name and results["model_fingerprint"] == crc_cache.model.fingerprint()
     assert results["primary_metric"] == "balanced_accuracy" and results["num_classes"] == 9
-    assert results["settings"] == {"k": 5, "center": False}
+    assert results["settings"] == {"k": 5, "center": False, "tie_break": "similarity"}
     assert set(results["metrics"]) == {"val"} and set(results["metrics"]["val"]) == set(KnnProbe.metrics)
     for summary in results["metrics"]["val"].values():
         assert len(summary["runs"]) == 1 and summary["std"] == 0.0 and summary["mean"] == summary["runs"][0]
@@ -70,7 +71,7 @@ def test_knn_writes_the_one_run_record(knn_run, crc_cache):
     assert set(results["representation"]) == {"train", "val"}
     assert results["provenance"]["fingerprint_source"] == "weights"
     config = yaml.safe_load((path.parent / "config.yaml").read_text())
-    assert config["knn"] == {"k": 5, "center": False} and config["evaluation"] == "knn"
+    assert config["knn"] == {"k": 5, "center": False, "tie_break": "similarity"} and config["evaluation"] == "knn"
     assert not {"head", "fewshot", "seg"} & set(config)
 
 
@@ -101,3 +102,18 @@ def test_knn_predictions_are_one_run_of_class_probabilities(knn_run, crc_cache):
     scores = classification_metrics(expected.unsqueeze(0), evaluated.labels, 9)  # one value per run
     for name in KnnProbe.metrics:
         assert results["metrics"]["val"][name]["runs"] == pytest.approx(scores[name].tolist())
+
+
+@pytest.mark.parametrize("config, protocol", [
+    (KnnConfig(), "knn_k20"),  # the default tie-break stays out of the name: earlier runs keep their protocol
+    (KnnConfig(k=5, center=True), "knn_k5_centered"),
+    (KnnConfig(tie_break="lowest_class"), "knn_k20_tie_lowest_class"),
+    (KnnConfig(k=7, center=True, tie_break="lowest_class"), "knn_k7_centered_tie_lowest_class"),
+])
+def test_knn_protocol_names_the_tie_break_only_when_not_the_default(config, protocol):
+    assert KnnProbe(knn=config).protocol == protocol
+
+
+def test_knn_config_refuses_an_unknown_tie_break():
+    with pytest.raises(EvalkitError, match="knn.tie_break must be one of similarity, lowest_class, got 'random'"):
+        KnnConfig(tie_break="random")  # type: ignore[arg-type]

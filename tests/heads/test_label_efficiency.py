@@ -100,3 +100,77 @@ def test_linear_run_on_a_subset_is_the_run_fitted_on_that_subset_alone():
                                  {"val": val})
         assert torch.allclose(together.probs["val"][r], alone.probs["val"][0], atol=1e-6)
         assert together.best_epochs[r] == alone.best_epochs[0]
+
+
+def _counting(monkeypatch):
+    """Counts the linear fits (and their runs) and the few-shot head fits label_efficiency makes."""
+    import evalkit.heads.label_efficiency as le
+    from evalkit.heads.fewshot import FEWSHOT_HEADS
+
+    calls = {"linear_fits": 0, "linear_runs": 0, "knn": 0}
+    fit = le.fit_linear_probe
+
+    def counting_fit(*args, **kwargs):
+        calls["linear_fits"] += 1
+        calls["linear_runs"] += args[3].n_runs
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(le, "fit_linear_probe", counting_fit)
+    knn = FEWSHOT_HEADS.get("knn")
+
+    def counting_knn(*args, **kwargs):
+        calls["knn"] += 1
+        return knn(*args, **kwargs)
+
+    monkeypatch.setattr(FEWSHOT_HEADS, "get", lambda name: counting_knn if name == "knn" else FEWSHOT_HEADS._items[name])
+    return calls
+
+
+def test_identical_subsets_are_fitted_once_and_budgets_in_one_linear_fit(monkeypatch):
+    """Class sizes 4, 6 and 8: 8 shots and the fraction 1.0 both draw the whole set (every draw the
+    same rows), and the fraction 0.25 (1, 2, 2 per class) is the 2-shot draw only where it agrees."""
+    calls = _counting(monkeypatch)
+    y = torch.tensor([0] * 4 + [1] * 6 + [2] * 8)
+    x = torch.randn(18, 8, generator=torch.Generator().manual_seed(0)) + 3 * torch.nn.functional.one_hot(y, 8)
+    val = _blobs(5, dim=8, seed=1)
+    cfg = LabelEfficiencyConfig(shots=[2, 8], fractions=[1.0], draws=3, heads=["linear", "knn"])
+    out = label_efficiency((x, y), val, {"val": val}, 3, cfg, LinearProbeConfig(n_runs=5, max_steps=50),
+                           StatsConfig(n_resamples=100), [str(i) for i in range(18)], log=lambda _: None)
+    # knn: 3 distinct 2-shot draws + the whole set once (8 shots and fraction 1.0, every draw)
+    assert calls["knn"] == 4
+    # linear: one batched fit; runs are distinct (rows, seed): 3 two-shot draws + the whole set at 3 seeds
+    assert calls["linear_fits"] == 1 and calls["linear_runs"] == 6
+    curves = out["curves"]["linear"]["val"]
+    assert curves["shots"][1]["draws"] == curves["fraction"][0]["draws"]  # the same fits, reported twice
+
+
+def test_budgets_larger_than_a_class_report_the_samples_used():
+    y = torch.tensor([0] * 2 + [1] * 9 + [2] * 9)
+    x = torch.randn(20, 8, generator=torch.Generator().manual_seed(0)) + 3 * torch.nn.functional.one_hot(y, 8)
+    val = _blobs(5, dim=8, seed=1)
+    lines: list[str] = []
+    out = label_efficiency((x, y), val, {"val": val}, 3, LabelEfficiencyConfig(shots=[1, 4], draws=2, heads=["knn"]),
+                           LinearProbeConfig(), StatsConfig(n_resamples=100), [str(i) for i in range(20)],
+                           log=lines.append)
+    one, four = out["curves"]["knn"]["val"]["shots"]
+    assert one["per_class"] == {"0": 1, "1": 1, "2": 1} and one["short_classes"] == []
+    assert four["value"] == 4 and four["n_labels"] == 10
+    assert four["per_class"] == {"0": 2, "1": 4, "2": 4} and four["short_classes"] == [0]
+    assert any("shots 4" in line and "class 0 has 2" in line for line in lines)
+    json.dumps(out)
+
+
+def test_the_probes_own_runs_are_not_refitted(monkeypatch):
+    """Runs on the whole training set with the probe's seeds come from the probe (whole_set_fits)."""
+    from evalkit.heads.label_efficiency import whole_set_fits
+
+    train, val = _blobs(6), _blobs(4, seed=1)
+    linear = LinearProbeConfig(n_runs=3, max_steps=40)
+    probe = fit_linear_probe(train, val, 3, linear, {"val": val})
+    calls = _counting(monkeypatch)
+    cfg = LabelEfficiencyConfig(shots=[1], fractions=[1.0], draws=3, heads=["linear"])
+    out = label_efficiency(train, val, {"val": val}, 3, cfg, linear, StatsConfig(n_resamples=100),
+                           [str(i) for i in range(18)], log=lambda _: None, known=whole_set_fits(probe, 18))
+    assert calls["linear_runs"] == 3  # only the 1-shot draws
+    whole = out["curves"]["linear"]["val"]["fraction"][0]
+    assert whole["draws"] == probe.metrics["val"]["balanced_accuracy"]

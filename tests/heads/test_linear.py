@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
 import evalkit.heads.linear as linear
+from reference_probe import reference_fit
 from evalkit.errors import EvalkitError
-from evalkit.heads import LinearProbeConfig, fit_linear_probe
+from evalkit.heads import PROTOCOLS, LinearProbeConfig, fit_linear_probe
+from evalkit.heads.protocols import cosine_schedule, cosine_to_zero
 from evalkit.metrics import CLASSIFICATION_METRICS
 
 
@@ -134,22 +139,13 @@ def test_the_batched_probe_is_the_textbook_loop_per_run(protocol):
         torch.testing.assert_close(result.probs["val"][r], probs, atol=1e-5, rtol=0)
 
 
-def test_early_stopping_restores_the_best_epoch(monkeypatch):
+def test_early_stopping_restores_the_best_epoch():
     """Train data whose fit, once converged, gets the validation data wrong.
 
     The training labels follow ``2B - A`` (A and B almost collinear), so gradient descent first
     puts positive weight on A (val accuracy 1: val labels follow A) and later negative weight
     on A (val accuracy 0). The reported numbers must be those of the best epoch.
     """
-    recorded: list[torch.Tensor] = []
-    original = linear.balanced_accuracy
-
-    def spy(confusion):
-        score = original(confusion)
-        recorded.append(score.clone())
-        return score
-
-    monkeypatch.setattr(linear, "balanced_accuracy", spy)  # only early stopping calls it from linear's namespace
     g = torch.Generator().manual_seed(0)
     n = 512
     y = torch.arange(n) % 2
@@ -161,9 +157,9 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
 
     result = fit_linear_probe(train, val, 2, LinearProbeConfig(n_runs=2, max_steps=3000, seed=0, lr=1.0, batch_size=64),
                               {"val": val})
-    scores = torch.stack(recorded)  # [epochs, runs]
     for r in range(2):
-        per_epoch = scores[:, r].tolist()
+        per_epoch = result.val_scores[r]  # what early stopping saw, epoch by epoch
+        assert len(per_epoch) == result.stopped_epochs[r] + 1
         assert per_epoch[-1] < max(per_epoch), "the data should make late epochs worse"
         assert result.best_epochs[r] == per_epoch.index(max(per_epoch))
         assert result.metrics["val"]["balanced_accuracy"][r] == max(per_epoch)  # one float64 code path
@@ -185,3 +181,141 @@ def test_non_finite_embeddings_stop_training():
     train[0][3, 2] = float("nan")
     with pytest.raises(EvalkitError, match="non-finite"):
         _fit(LinearProbeConfig(n_runs=1, max_steps=10), train, blobs(16, seed=1))
+
+
+# ---- the batched loop against the loop it replaced (tests/heads/reference_probe.py) ----
+
+def _assert_same_decisions(result, ref, runs=None) -> None:
+    """Same best and stopped epochs as the reference loop; a different best epoch only where the
+    reference scored it within 1e-6 of its own choice (a tie, which rounding may break either way)."""
+    runs = runs if runs is not None else range(len(ref.best_epochs))
+    for mine, r in zip(runs, range(len(ref.best_epochs))):
+        new, old = result.best_epochs[mine], ref.best_epochs[r]
+        if new == old:
+            assert result.stopped_epochs[mine] == ref.stopped_epochs[r], (mine, r)
+            torch.testing.assert_close(result.probs["val"][mine], ref.probs[r], atol=1e-5, rtol=0)
+        else:
+            assert abs(float(ref.scores[new, r]) - float(ref.scores[old, r])) <= 1e-6, (mine, new, old)
+
+
+def test_one_step_epochs_decide_as_the_reference_loop():
+    """A set smaller than the batch (one step per epoch, validated in blocks, never reshuffled) at the
+    protocol's own small-data lr, long enough for early stopping to end every run."""
+    train, val = blobs(40, classes=4, dim=16, spread=2.5), blobs(60, classes=4, dim=16, spread=2.5, seed=1)
+    cfg = LinearProbeConfig(n_runs=3, max_steps=3000, seed=0, lr=0.002)
+    result, ref = _fit(cfg, train, val), reference_fit(train, val, 4, cfg)
+    assert ref.steps_run < 3000 and len(set(ref.best_epochs)) > 1, "the runs should stop early, and differ"
+    _assert_same_decisions(result, ref)
+    assert result.settings["steps_run"] == ref.steps_run
+    for r in range(3):
+        assert result.val_scores[r] == pytest.approx(ref.scores[:len(result.val_scores[r]), r].tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["sgd_kaiko", "adamw_eva"])
+def test_minibatch_epochs_decide_as_the_reference_loop(protocol, monkeypatch):
+    """Several steps per epoch, each run reshuffled by its own generator, the batch taken in chunks."""
+    monkeypatch.setattr(linear, "CHUNK_MIN_ROWS", 8)  # chunks of 8 rows: exercised on a small problem
+    monkeypatch.setattr(linear, "CHUNK_BYTES", 1)
+    train, val = blobs(300, classes=3, dim=8, spread=3.0), blobs(100, classes=3, dim=8, spread=3.0, seed=1)
+    cfg = LinearProbeConfig(protocol=protocol, n_runs=3, max_steps=600, lr=0.05, batch_size=32, seed=5)
+    result, ref = _fit(cfg, train, val), reference_fit(train, val, 3, cfg)
+    assert ref.steps_run < 600, "early stopping should end this fit, or the test proves less"
+    _assert_same_decisions(result, ref)
+    assert result.settings["steps_run"] == ref.steps_run
+
+
+def test_runs_on_subsets_of_different_sizes_decide_as_each_alone():
+    """One fit over subsets of five sizes (one-step and several-step epochs, a padded last batch) gives
+    each run what the reference loop gives it alone on its subset."""
+    x, y = blobs(200, classes=4, dim=12, spread=2.5)
+    val = blobs(80, classes=4, dim=12, spread=2.5, seed=1)
+    g = torch.Generator().manual_seed(3)
+    sizes = [10, 14, 20, 40, 60]  # batch 32: one step for the first three, two for the others
+    subsets = [torch.randperm(200, generator=g)[:m].sort().values for m in sizes]
+    seeds = [11, 12, 13, 14, 15]
+    cfg = LinearProbeConfig(n_runs=5, max_steps=800, lr=0.05, batch_size=32)
+    together = fit_linear_probe((x, y), val, 4, cfg, {"val": val}, subsets=subsets, seeds=seeds)
+    assert together.settings["seeds"] == seeds
+    for r, (rows, seed) in enumerate(zip(subsets, seeds)):
+        alone = reference_fit((x, y), val, 4, dataclasses.replace(cfg, n_runs=1, seed=seed), subsets=rows[None])
+        _assert_same_decisions(together, alone, runs=[r])
+
+
+def _sequential_stopping(scores: list[list[float]], patience: int) -> tuple[list[int], list[int]]:
+    """Early stopping checked after every epoch, the way the reference loop does it."""
+    best_epochs, stopped = [], []
+    for run in zip(*scores):
+        best, best_epoch, waited = -math.inf, 0, 0
+        for epoch, score in enumerate(run):
+            if score > best:
+                best, best_epoch, waited = score, epoch, 0
+            else:
+                waited += 1
+            if waited >= patience:
+                break
+        best_epochs.append(best_epoch)
+        stopped.append(epoch)
+    return best_epochs, stopped
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_replaying_a_block_decides_as_checking_every_epoch(seed):
+    """Scores from few distinct values (many ties), replayed in blocks of random length."""
+    g = torch.Generator().manual_seed(seed)
+    epochs, runs, patience = 60, 4, int(torch.randint(1, 8, (1,), generator=g))
+    scores = (torch.randint(0, 5, (epochs, runs), generator=g) / 4).double()
+    expected = _sequential_stopping(scores.tolist(), patience)
+    best_score, waited = torch.full((runs,), -math.inf, dtype=torch.float64), torch.zeros(runs, dtype=torch.long)
+    best, stopped, active, epoch = [0] * runs, [None] * runs, list(range(runs)), 0
+    while epoch < epochs and active:
+        block = min(int(torch.randint(1, 9, (1,), generator=g)), epochs - epoch)
+        replay = linear._replay(scores[epoch:epoch + block, active], best_score, waited, patience)
+        for i, r in enumerate(active):
+            if replay.best[i] >= 0:
+                best[r] = epoch + int(replay.best[i])
+            stopped[r] = epoch + int(replay.last[i])
+        keep = (replay.stop < 0).nonzero().flatten()
+        active = [active[i] for i in keep.tolist()]
+        best_score, waited = replay.best_score[keep], replay.waited[keep]
+        epoch += block
+    assert (best, stopped) == expected
+
+
+@pytest.mark.parametrize("protocol", ["sgd_kaiko", "adamw_eva"])
+def test_the_optimiser_updates_as_torch_optim(protocol):
+    """SGD (Nesterov momentum) and AdamW on the stacked parameters, against torch's own, 30 steps."""
+    p = PROTOCOLS.get(protocol)
+    g = torch.Generator().manual_seed(0)
+    params = torch.randn(3, 4, 6, generator=g)
+    theirs = params.clone()
+    theirs.grad = torch.zeros_like(theirs)
+    mine = linear._Optimizer(p)
+    if p.optimizer == "sgd":
+        torch_optimizer = torch.optim.SGD([theirs], lr=0.1, momentum=p.momentum, nesterov=p.nesterov,
+                                          weight_decay=p.weight_decay)
+    else:
+        torch_optimizer = torch.optim.AdamW([theirs], lr=0.1, weight_decay=p.weight_decay)
+    schedule = cosine_to_zero(torch_optimizer, 30)
+    lrs = cosine_schedule(0.1, 30)
+    for step in range(30):
+        grad = torch.randn(3, 4, 6, generator=g)
+        theirs.grad.copy_(grad)
+        assert torch_optimizer.param_groups[0]["lr"] == lrs[step]
+        torch_optimizer.step()
+        schedule.step()
+        mine.step(params, grad, lrs[step])
+        torch.testing.assert_close(params, theirs, atol=1e-7, rtol=0)
+
+
+def test_the_probe_trains_on_the_embeddings_without_copying_them():
+    """Every run on every row: a one-step epoch uses the embeddings tensor itself, and mini-batches
+    gather at most a chunk of rows at a time into one reused buffer."""
+    x, y = blobs(200)
+    every = [torch.arange(200)] * 3
+    one_step = linear._Batches(x, y, every, [torch.Generator() for _ in range(3)], linear._Group([0, 1, 2], 200, 256, 1))
+    assert one_step.fixed[0] is x
+    several = linear._Batches(x, y, every, [torch.Generator() for _ in range(3)], linear._Group([0, 1, 2], 200, 16, 13))
+    assert several.fixed is None
+    rows, _ = several.epoch()[0]
+    first, second = rows(0, 8), rows(8, 16)
+    assert first.data_ptr() == second.data_ptr() and several._buffer.numel() == 3 * 8 * 16

@@ -51,6 +51,32 @@ def test_knn_matches_sklearn(k):
     assert (probs.numpy()[votes == 0] == 0).all()
 
 
+@pytest.mark.parametrize("k, classes", [(2, 2), (4, 3), (6, 4), (10, 5)])
+def test_knn_lowest_class_tie_break_matches_sklearn(k, classes):
+    """``tie_break="lowest_class"``: every prediction is sklearn's, ties included (uniform weights, cosine)."""
+    train_x, train_y, eval_x, _ = data(n_train=240, n_eval=400, classes=classes, seed=k, spread=3.0)
+    model = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights="uniform").fit(train_x.numpy(),
+                                                                                       train_y.numpy())
+    _, votes, similarity = _sklearn_votes(train_x, train_y, eval_x, k, classes)
+    tied = (votes == votes.max(1, keepdims=True)).sum(1) > 1
+    by_similarity = np.where(votes == votes.max(1, keepdims=True), similarity, -np.inf).argmax(1)
+    assert tied.mean() > 0.1, "too few vote ties: this test would prove little"
+    assert (by_similarity[tied] != model.predict(eval_x.numpy())[tied]).any(), "the two rules should differ here"
+    probs = knn(train_x, train_y, eval_x, classes, k=k, tie_break="lowest_class")
+    np.testing.assert_array_equal(probs.argmax(1).numpy(), model.predict(eval_x.numpy()))
+    # the vote shares, up to the tie-break addends (each below 1e-2 of a vote, C of them in the sum)
+    np.testing.assert_allclose(probs.numpy(), model.predict_proba(eval_x.numpy()), atol=1e-2 * classes / k)
+    # the default rule is unchanged: it differs from sklearn's exactly on the tied rows it breaks otherwise
+    np.testing.assert_array_equal(knn(train_x, train_y, eval_x, classes, k=k).argmax(1).numpy(), np.where(
+        tied, by_similarity, model.predict(eval_x.numpy())))
+
+
+def test_knn_bad_tie_break():
+    train_x, train_y, eval_x, _ = data()
+    with pytest.raises(EvalkitError, match="tie_break must be one of similarity, lowest_class, got 'nearest'"):
+        knn(train_x, train_y, eval_x, 5, tie_break="nearest")
+
+
 def test_knn_center_reproduces_uni():
     """UNI's eval_knn: centre on the training mean, L2-normalise, sklearn's Euclidean kNN, k = 20."""
     train_x, train_y, eval_x, _ = data(seed=1)

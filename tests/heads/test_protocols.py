@@ -10,6 +10,7 @@ import torch
 import evalkit.heads.linear as linear
 
 from evalkit.heads import PROTOCOLS, LinearProbeConfig, fit_linear_probe
+from evalkit.heads.protocols import cosine_schedule
 
 
 def test_sgd_kaiko_small_and_large_datasets():
@@ -63,46 +64,52 @@ def _data(n: int, dim: int = 8, classes: int = 3):
 
 
 class _Spy:
-    """Records the optimizer the probe builds and the size of each training mini-batch."""
+    """Records the optimiser the probe builds, the lr of each step and the rows of each mini-batch."""
 
     def __init__(self, monkeypatch):
-        self.optimizers: list[tuple[str, float, dict]] = []
-        self.batch_rows: list[int] = []
+        self.optimizers: list[str] = []
+        self.lrs: list[float] = []
+        self.batch_rows: list[list[int]] = []
         spy = self
-        for name in ("SGD", "AdamW"):
-            base = getattr(torch.optim, name)
+        base = linear._Optimizer
 
-            class Recording(base):  # type: ignore[misc, valid-type]
-                def __init__(self, *args, **kwargs):
-                    super().__init__(*args, **kwargs)
-                    spy.optimizers.append((type(self).__mro__[1].__name__, self.defaults["lr"], dict(self.defaults)))
+        class Recording(base):  # type: ignore[misc, valid-type]
+            def __init__(self, protocol):
+                super().__init__(protocol)
+                spy.optimizers.append(protocol)
 
-            monkeypatch.setattr(torch.optim, name, Recording)
-        gradient = linear._cross_entropy_grad
+            def step(self, params, grad, lr):
+                spy.lrs.append(lr)
+                return super().step(params, grad, lr)
 
-        def recording_grad(logits, target):
-            spy.batch_rows.append(logits.shape[0])  # one call per run and step
-            return gradient(logits, target)
+        monkeypatch.setattr(linear, "_Optimizer", Recording)
+        gradient = linear._gradient
 
-        monkeypatch.setattr(linear, "_cross_entropy_grad", recording_grad)
+        def recording_gradient(params, rows, labels, chunk):
+            spy.batch_rows.append([labels.shape[1]] * labels.shape[0])  # per step, each run's rows
+            return gradient(params, rows, labels, chunk)
+
+        monkeypatch.setattr(linear, "_gradient", recording_gradient)
 
 
 @pytest.mark.parametrize("protocol,optimizer,lr,batch", [
-    ("sgd_kaiko", "SGD", 0.000625, 256),
-    ("adamw_eva", "AdamW", 3e-4, 256),
+    ("sgd_kaiko", "sgd", 0.000625, 256),
+    ("adamw_eva", "adamw", 3e-4, 256),
 ])
 def test_the_probe_uses_the_protocol_small_dataset(monkeypatch, protocol, optimizer, lr, batch):
     spy = _Spy(monkeypatch)
     train, val = _data(600), _data(60)
     result = fit_linear_probe(train, val, 3, LinearProbeConfig(protocol=protocol, n_runs=2, max_steps=6, seed=0),
                               {"val": val})
-    assert [o[0] for o in spy.optimizers] == [optimizer]
-    assert spy.optimizers[0][1] == pytest.approx(lr)
-    if optimizer == "SGD":
-        assert spy.optimizers[0][2]["momentum"] == 0.9 and spy.optimizers[0][2]["nesterov"] is True
-        assert spy.optimizers[0][2].get("weight_decay", 0.0) == 0.0
+    assert [o.optimizer for o in spy.optimizers] == [optimizer]
+    used = spy.optimizers[0]
+    if optimizer == "sgd":
+        assert (used.momentum, used.nesterov, used.weight_decay) == (0.9, True, 0.0)
+    else:
+        assert used.weight_decay == 0.01
+    assert spy.lrs[0] == pytest.approx(lr)
     # 2 runs of 256 rows per step; the last mini-batch of an epoch holds the rest (600 = 256 + 256 + 88).
-    assert spy.batch_rows[:6] == [batch, batch, batch, batch, 88, 88]
+    assert spy.batch_rows[:6] == [[batch] * 2, [batch] * 2, [88] * 2, [batch] * 2, [batch] * 2, [88] * 2]
     assert result.settings["batch_size"] == batch and result.settings["lr"] == pytest.approx(lr)
     assert result.settings["steps_run"] == 6
 
@@ -112,8 +119,8 @@ def test_the_probe_uses_the_large_dataset_rule(monkeypatch):
     train, val = _data(10_000), _data(90)
     result = fit_linear_probe(train, val, 3, LinearProbeConfig(protocol="sgd_kaiko", n_runs=1, max_steps=2, seed=0),
                               {"val": val})
-    assert spy.optimizers[0][1] == pytest.approx(0.01)
-    assert spy.batch_rows[:2] == [4096, 4096]
+    assert spy.lrs[0] == pytest.approx(0.01)
+    assert spy.batch_rows[:2] == [[4096], [4096]]
     assert result.settings["batch_size"] == 4096
     assert result.settings["patience_epochs"] == 1
 
@@ -128,15 +135,9 @@ def test_batch_size_override_scales_the_lr_and_lr_override_wins():
 
 
 def test_the_lr_follows_a_cosine_to_zero_without_warmup(monkeypatch):
-    seen: list[float] = []
-    step = torch.optim.SGD.step
-
-    def recording_step(self, *args, **kwargs):
-        seen.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    spy = _Spy(monkeypatch)
     train, val = _data(800), _data(30)  # one epoch of 8 steps: early stopping cannot cut it short
     fit_linear_probe(train, val, 3, LinearProbeConfig(n_runs=1, max_steps=8, batch_size=100, lr=1.0), {"val": val})
 
-    assert seen == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(8)])
+    assert spy.lrs == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(8)])
+    assert cosine_schedule(1.0, 8) == spy.lrs  # the printable schedule is the one used

@@ -19,7 +19,9 @@ from evalkit.models import LeJEPAModel, Preprocessing
 from evalkit.pretrain import sweep
 from evalkit.pretrain.lejepa_loss import LeJEPALoss
 from evalkit.pretrain.model import LeJEPANetwork
-from evalkit.pretrain.module import LeJEPAModule, ModelConfig, OptimConfig
+from evalkit.pretrain.module import ModelConfig, OptimConfig, PretrainingModule
+from evalkit.pretrain.objectives import Objective
+from evalkit.pretrain.simclr_loss import SimCLRLoss
 from evalkit.pretrain.run import DataConfig, TrainerConfig, run_pretraining
 from evalkit.pretrain.views import HEDJitter, MultiCropViews, ViewsConfig
 from helpers import CRC_TASK, DATA
@@ -48,13 +50,14 @@ def test_network_embeds_views_of_two_sizes(backbone):
     assert emb.shape == (5, 3, net.embed_dim) and proj.shape == (5, 3, 16)
 
 
-def _train(output: Path, epochs: int, every: int = 2, log: Callable[[str], None] = lambda _: None) -> Path:
+def _train(output: Path, epochs: int, every: int = 2, log: Callable[[str], None] = lambda _: None,
+           objective: Objective | None = None) -> Path:
     return run_pretraining(ModelConfig("resnet18", 256, 32), TINY_VIEWS,
                            DataConfig(tile_folders=[str(DATA / "crc_demo")], batch_size=16, num_workers=0),
-                           OptimConfig(lr=2e-3, warmup_steps=2, num_directions=64),
+                           OptimConfig(lr=2e-3, warmup_steps=2),
                            TrainerConfig(output_dir=str(output), max_epochs=epochs, accelerator="cpu", devices=1,
                                          log_every_n_steps=1, checkpoint_every=every),
-                           log=log)
+                           objective=objective or LeJEPALoss(num_directions=64), log=log)
 
 
 def _epoch_losses(output: Path) -> list[float]:
@@ -62,12 +65,23 @@ def _epoch_losses(output: Path) -> list[float]:
         return [float(row["train/loss_epoch"]) for row in csv.DictReader(fh) if row.get("train/loss_epoch")]
 
 
+def test_simclr_trains_through_the_same_pipeline_and_its_checkpoint_loads(tmp_path):
+    """The objective is the only difference: same data, views, network, optimiser and checkpoints."""
+    checkpoints = _train(tmp_path / "simclr", epochs=3, every=3, objective=SimCLRLoss(temperature=0.2))
+    losses = _epoch_losses(tmp_path / "simclr")
+    assert len(losses) == 3 and losses[-1] < losses[0], losses
+    hparams = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["objective"] == {"name": "simclr", "settings": {"temperature": 0.2}}
+    backbone = LeJEPAModel(checkpoint_path=str(checkpoints / "last.ckpt"), preprocessing=Preprocessing(input_size=64)).build()
+    assert backbone(torch.zeros(2, 3, 64, 64))["cls"].shape == (2, 512)
+
+
 def test_a_short_run_lowers_the_loss_resumes_and_loads_through_the_adapter(tmp_path):
     checkpoints = _train(tmp_path / "run", epochs=6)
     losses = _epoch_losses(tmp_path / "run")
     assert len(losses) == 6 and losses[-1] < losses[0], losses
-    assert {p.name for p in checkpoints.iterdir()} == {"epoch=001.ckpt", "epoch=003.ckpt", "epoch=005.ckpt",
-                                                       "last.ckpt"}
+    assert {p.name for p in checkpoints.iterdir()} == {"init.ckpt", "epoch=001.ckpt", "epoch=003.ckpt",
+                                                       "epoch=005.ckpt", "last.ckpt"}
     _train(tmp_path / "run", epochs=7)  # resumes from last.ckpt: one more epoch, not seven
     assert len(_epoch_losses(tmp_path / "run")) == 7
 
@@ -82,15 +96,19 @@ def test_a_short_run_lowers_the_loss_resumes_and_loads_through_the_adapter(tmp_p
         assert torch.allclose(backbone(x)["cls"], net.eval().backbone(x), atol=1e-5)
     assert not any(p.requires_grad for p in backbone.parameters())
 
-    # the checkpoint sweep: one row per kept epoch with its loss, RankMe/ODCorr and probe accuracy
+    # the checkpoint sweep: the random init, then one row per kept epoch with its loss, RankMe/ODCorr and
+    # probe accuracy; the init row's network is the one the run started from
+    init = torch.load(checkpoints / "init.ckpt", map_location="cpu", weights_only=True)
+    assert init["global_step"] == 0 and init["epoch"] == 0
     parser = ArgumentParser(exit_on_error=False)
     sweep.add_arguments(parser)
     sweep.run(parser.parse_args([str(tmp_path / "run"), "--task", str(CRC_TASK), "--input_size", "64", "--n_runs", "2"]),
               log=lambda _: None)
     with open(tmp_path / "run" / "sweep.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [int(r["epoch"]) for r in rows] == [1, 3, 5]
-    assert all(float(r["loss"]) == pytest.approx(losses[int(r["epoch"])]) for r in rows)
+    assert [int(r["epochs"]) for r in rows] == [0, 2, 4, 6]
+    assert rows[0]["loss"] == "" and rows[0]["checkpoint"] == "init.ckpt"
+    assert all(float(r["loss"]) == pytest.approx(losses[int(r["epochs"]) - 1]) for r in rows[1:])
     assert all(0 <= float(r["val_balanced_accuracy"]) <= 1 and float(r["rankme"]) >= 1 for r in rows)
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 10_000
 
@@ -161,13 +179,13 @@ def _nan_weights(self):
 
 @pytest.mark.parametrize(("target", "replacement", "message"), [
     (LeJEPALoss, ("forward", _nan_loss_from(0)), "loss is not finite (NaN or inf) at step 2,"),
-    (LeJEPAModule, ("on_train_epoch_end", _nan_weights), "weights are not finite (NaN or inf) at step 4,"),
+    (PretrainingModule, ("on_train_epoch_end", _nan_weights), "weights are not finite (NaN or inf) at step 4,"),
 ], ids=["loss", "weights"])
 def test_training_that_goes_non_finite_stops_in_one_line_and_keeps_the_checkpoints(tmp_path, monkeypatch, target,
                                                                                     replacement, message):
     checkpoints = _train(tmp_path / "run", epochs=1)  # 41 tiles: 2 steps per epoch; writes last.ckpt only
     before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in checkpoints.iterdir()}
-    assert set(before) == {"last.ckpt"}
+    assert set(before) == {"init.ckpt", "last.ckpt"}
     monkeypatch.setattr(target, *replacement)
     with pytest.raises(EvalkitError) as info:  # the resumed run would write last.ckpt and epoch=001.ckpt
         _train(tmp_path / "run", epochs=2)
@@ -182,7 +200,7 @@ def test_last_ckpt_is_written_every_epoch_also_between_kept_ones(tmp_path, monke
     with pytest.raises(EvalkitError, match="at step 6,"):
         _train(tmp_path / "run", epochs=4)  # checkpoint_every=2: kept after the 2nd epoch (step 4)
     checkpoints = tmp_path / "run" / "checkpoints"
-    assert {p.name for p in checkpoints.iterdir()} == {"epoch=001.ckpt", "last.ckpt"}
+    assert {p.name for p in checkpoints.iterdir()} == {"init.ckpt", "epoch=001.ckpt", "last.ckpt"}
     assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 6
 
 
@@ -200,7 +218,7 @@ def test_a_truncated_last_ckpt_is_set_aside_and_the_newest_whole_epoch_resumes(t
     _train(tmp_path / "run", epochs=2, every=1, log=said.append)
     [aside] = checkpoints.glob("last.ckpt.damaged-*")
     assert aside.read_bytes() == left  # kept as it was, never deleted
-    assert {p.name for p in checkpoints.glob("*.ckpt")} == {"epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"}
+    assert {p.name for p in checkpoints.glob("*.ckpt")} == {"init.ckpt", "epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"}
     assert torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 4
     assert len(_epoch_losses(tmp_path / "run")) == 2  # epoch 0 from before, epoch 1 resumed from epoch=000.ckpt
     line = next(s for s in said if "damaged" in s)

@@ -20,7 +20,13 @@ from evalkit.segmentation import SEG_DECODERS
 PUBLISHED = Path(__file__).resolve().parents[2] / "results" / "published"
 KAIKO = PUBLISHED / "kaiko2024_eva_sgd.csv"
 EVA = PUBLISHED / "eva_leaderboard.csv"
-FILES = [KAIKO, EVA]
+# kaiko.ai et al., "Towards Large-Scale Training of Pathology Foundation Models" (arXiv:2404.15217)
+TABLE8 = PUBLISHED / "kaiko2024_table8.csv"
+TABLE2 = PUBLISHED / "kaiko2024_table2_magnification.csv"
+TABLE3 = PUBLISHED / "kaiko2024_table3_tcga_fraction.csv"
+TABLE4 = PUBLISHED / "kaiko2024_table4_distinct_patches.csv"
+PAPER = {TABLE8: "VIII", TABLE2: "II", TABLE3: "III", TABLE4: "IV"}
+FILES = [KAIKO, EVA, *PAPER]
 
 COLUMNS = ["model", "task", "split", "metric", "mean", "std", "protocol", "source"]
 # evalkit's task/split names and the metric each task reports
@@ -28,10 +34,10 @@ TASK_SPLITS = {("bach", "val"), ("crc", "val"), ("mhist", "test"), ("pcam", "val
                ("consep", "test")}
 METRIC = {"bach": "balanced_accuracy", "crc": "balanced_accuracy", "mhist": "balanced_accuracy",
           "pcam": "balanced_accuracy", "consep": "dice"}
-# evalkit's own protocols, plus eva's "upscaling + conv with input image" decoder, which evalkit
-# does not implement: its rows must never be compared with an evalkit segmentation run.
-VALID_PROTOCOLS = (set(PROTOCOLS.names()) | {f"segmentation_{name}" for name in SEG_DECODERS.names()}
-                   | {"segmentation_eva_conv"})
+# evalkit's own protocols (a segmentation run records its decoder's name, e.g. `mask2former`), plus eva's
+# "upscaling + conv with input image" decoder, which evalkit does not implement: its rows must never be
+# compared with an evalkit segmentation run.
+VALID_PROTOCOLS = set(PROTOCOLS.names()) | set(SEG_DECODERS.names()) | {"segmentation_eva_conv"}
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -154,3 +160,119 @@ def test_regress_against_the_kaiko_table(tmp_path: Path, capsys: pytest.CaptureF
     assert "1 of 1 passed; 59 entries of the published table for other models or tasks not compared" in out
     assert main(["regress", str(run(0.59)), "--baseline", str(KAIKO)]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+# ---- the kaiko paper's tables ----------------------------------------------------------------
+
+@pytest.mark.parametrize("path", list(PAPER), ids=lambda p: p.name)
+def test_paper_rows_cite_their_table(path: Path):
+    cite = f"kaiko.ai et al., Towards Large-Scale Training of Pathology Foundation Models, Table {PAPER[path]}"
+    assert {r["source"] for r in _rows(path)} == {cite}
+
+
+def test_table8_shape():
+    rows = _rows(TABLE8)
+    # 10 models x (BACH, CRC, MHIST, PCam/val, PCam/test, CoNSeP), every cell with its std; Virchow left out
+    assert len({r["model"] for r in rows}) == 10 and len(rows) == 60
+    assert all(r["std"] != "" for r in rows)
+    assert {r["protocol"] for r in rows if r["task"] == "consep"} == {"mask2former"}  # the paper's decoder
+    assert {r["protocol"] for r in rows if r["task"] != "consep"} == {"sgd_kaiko"}
+
+
+@pytest.mark.parametrize("path, models, splits", [
+    (TABLE2, 4, {("bach", "val"), ("crc", "val"), ("mhist", "test"), ("pcam", "val"), ("pcam", "test")}),
+    (TABLE3, 5, {("bach", "val"), ("crc", "val"), ("mhist", "test"), ("pcam", "test")}),
+    (TABLE4, 6, {("bach", "val"), ("crc", "val"), ("mhist", "test"), ("pcam", "test")}),
+], ids=["II", "III", "IV"])
+def test_ablation_tables_shape(path: Path, models: int, splits: set):
+    rows = _rows(path)
+    assert len({r["model"] for r in rows}) == models and len(rows) == models * len(splits)
+    assert {(r["task"], r["split"]) for r in rows} == splits
+    assert all(r["std"] == "" and r["protocol"] == "sgd_kaiko" for r in rows), "the ablations print no per-cell std"
+
+
+# Numbers typed by hand from the paper's text (not read from the CSVs).
+@pytest.mark.parametrize("path, model, task, split, mean, std", [
+    # Table VIII, row "ViT-S16 (rand. weights)": CRC 0.617 (±0.008), CoNSeP 0.583 (±0.012)
+    (TABLE8, "vit_small_patch16_224-random", "crc", "val", 0.617, 0.008),
+    (TABLE8, "vit_small_patch16_224-random", "consep", "test", 0.583, 0.012),
+    # Table VIII, row "DINO ViT-B8 [24]" (ImageNet): PCam/val 0.870 (±0.003)
+    (TABLE8, "dino_vitb8_imagenet", "pcam", "val", 0.870, 0.003),
+    # Table VIII, row "Phikon [30]": PCam/test 0.915 (±0.003)
+    (TABLE8, "phikon", "pcam", "test", 0.915, 0.003),
+    # Table VIII, row "DINO ViT-B8 (ours)": MHIST 0.809 (±0.021), CoNSeP 0.741 (±0.002)
+    (TABLE8, "kaiko_vitb8", "mhist", "test", 0.809, 0.021),
+    (TABLE8, "kaiko_vitb8", "consep", "test", 0.741, 0.002),
+    # Table VIII, row "DINOv2 ViT-L14 (ours)": BACH 0.870 (±0.005)
+    (TABLE8, "kaiko_vitl14", "bach", "val", 0.870, 0.005),
+    # Table II, row "PCam/test (10×)", first column (40×): 0.824; row "BACH (3.47×)*", last column
+    # ({5, 10, 20, 40}×): 0.753; row "MHIST (5×)", third column (10×): 0.648
+    (TABLE2, "kaiko_ablation_vits16_mag_40x", "pcam", "test", 0.824, None),
+    (TABLE2, "kaiko_ablation_vits16_mag_5_10_20_40x", "bach", "val", 0.753, None),
+    (TABLE2, "kaiko_ablation_vits16_mag_10x", "mhist", "test", 0.648, None),
+    # Table III, row "no training": CRC 0.689 (Table VIII prints 0.617 for the same random ViT-S16)
+    (TABLE3, "vit_small_patch16_224-random", "crc", "val", 0.689, None),
+    # Table III, row "TCGA 30%": BACH 0.733; row "TCGA 1%": PCam 0.871
+    (TABLE3, "kaiko_ablation_vits16_tcga_30pct", "bach", "val", 0.733, None),
+    (TABLE3, "kaiko_ablation_vits16_tcga_1pct", "pcam", "test", 0.871, None),
+    # Table IV, row "10^5": MHIST 0.790; row "inf": PCam 0.899
+    (TABLE4, "kaiko_ablation_vits16_patches_1e5", "mhist", "test", 0.790, None),
+    (TABLE4, "kaiko_ablation_vits16_patches_inf", "pcam", "test", 0.899, None),
+])
+def test_paper_values(path, model, task, split, mean, std):
+    row = _value(path, model, task, split)
+    assert float(row["mean"]) == pytest.approx(mean, abs=1e-9)
+    assert (row["std"] == "") if std is None else float(row["std"]) == pytest.approx(std, abs=1e-9)
+
+
+def test_table8_agrees_with_the_eva_docs_table_where_both_have_a_cell():
+    """The comparison in results/published/README.md: 50 shared cells (10 models x 5 splits), means and stds."""
+    def cells(path: Path) -> dict[tuple[str, ...], tuple[str, str]]:
+        return {(r["model"], r["task"], r["split"]): (r["mean"], r["std"]) for r in _rows(path)}
+    paper, docs = cells(TABLE8), cells(KAIKO)
+    shared = paper.keys() & docs.keys()
+    assert len(shared) == 50 and all(paper[key] == docs[key] for key in shared)
+    assert {key[1] for key in paper.keys() - docs.keys()} == {"consep"}
+    assert {key[0] for key in docs.keys() - paper.keys()} == {"dinov2_vitl14_imagenet", "mahmood_uni"}
+
+
+def test_the_paper_disagrees_with_itself_and_both_rows_are_kept():
+    """The random ViT-S16's CRC: Table VIII 0.617, Table III ("no training") 0.689, each in its own file."""
+    assert _value(TABLE8, "vit_small_patch16_224-random", "crc", "val")["mean"] == "0.617"
+    assert _value(TABLE3, "vit_small_patch16_224-random", "crc", "val")["mean"] == "0.689"
+    assert _value(TABLE4, "vit_small_patch16_224-random", "crc", "val")["mean"] == "0.689"
+
+
+def test_regress_against_table8(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """A CRC probe of the random ViT-S/16 against 0.617 ± 0.008; a CoNSeP Mask2Former run against 0.741 ± 0.002."""
+    from evalkit.cli import main
+
+    probe = write_run(tmp_path / "probe", results("crc", "vit_small_patch16_224-random",
+                                                  {"val": {"balanced_accuracy": summary(0.605, 0.005)}}))
+    assert main(["regress", str(probe), "--baseline", str(TABLE8)]) == 0
+    out = capsys.readouterr().out
+    assert "| vit_small_patch16_224-random | crc/val | balanced_accuracy | 0.6170 | 0.6050 | -0.0120 | 0.0160 |" in out
+    assert "1 of 1 passed; 49 entries of the published table for other models or tasks not compared" in out
+
+    def segmentation(name: str, dice: float, decoder: str) -> Path:
+        body = results("consep", "kaiko_vitb8", {"test": {"dice": summary(dice, 0.01)}}, evaluation="segmentation",
+                       protocol=decoder, primary_metric="dice")
+        return write_run(tmp_path / name, body, config={"task": "consep", "seg": {"decoder": decoder}})
+
+    assert main(["regress", str(segmentation("m2f", 0.735, "mask2former")), "--baseline", str(TABLE8),
+                 "--metrics", "[dice]"]) == 0
+    out = capsys.readouterr().out
+    assert "| kaiko_vitb8 | consep/test | dice | 0.7410 | 0.7350 | -0.0060 | 0.0100 |" in out
+    assert "1 of 1 passed; 9 entries" in out
+    assert main(["regress", str(segmentation("m2f-worse", 0.72, "mask2former")), "--baseline", str(TABLE8),
+                 "--metrics", "[dice]"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+    # another decoder is refused, not compared: the paper's CoNSeP column is Mask2Former's
+    assert main(["regress", str(segmentation("linear", 0.8, "linear")), "--baseline", str(TABLE8),
+                 "--metrics", "[dice]"]) == 1
+    err = capsys.readouterr().err
+    assert "'mask2former', the new result with 'linear'" in err and "(--seg.decoder mask2former)" in err
+    # and eva's conv-decoder leaderboard refuses the Mask2Former run in turn
+    assert main(["regress", str(segmentation("m2f-eva", 0.735, "mask2former")), "--baseline", str(EVA),
+                 "--metrics", "[dice]"]) == 1
+    assert "'segmentation_eva_conv', the new result with 'mask2former'" in capsys.readouterr().err

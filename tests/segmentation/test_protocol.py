@@ -8,16 +8,20 @@ import json
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
+from scipy.io import loadmat
 
 from consep_fixture import build_learnable_consep
 from evalkit.cli import main
+from evalkit.data.consep import merge_types
 from evalkit.metrics.segmentation import confusion, segmentation_scores
 from evalkit.segmentation.crops import cut, dihedral, grid_positions, sample_crop_pool
 from evalkit.segmentation.inference import stitch, tile_origins
-from helpers import CONFIGS
+from helpers import CONFIGS, REPO
 
 CLASSES = ["background", "other", "inflammatory", "epithelial", "spindle-shaped"]
 
@@ -124,8 +128,27 @@ def test_a_short_run_on_the_fixture_learns_and_writes_its_outputs(tmp_path: Path
             assert f[f"test/class_maps/{j}"].shape == (runs, 288, 288)
             assert f[f"test/class_maps/{j}"].dtype == "uint8"
             assert int(f[f"test/class_maps/{j}"][()].max()) < len(CLASSES)
+    # ... at the image's own resolution (the label file's merged type map, unresized), and the snippet of
+    # docs/segmentation.md re-scores them into the three Dice numbers results.json reports for run 0.
+    with h5py.File(path.parent / "predictions.h5", "r") as f:
+        label = loadmat(data / "consep" / "Test" / "Labels" / "test_1.mat")["type_map"]
+        assert Image.open(data / "consep" / "Test" / "Images" / "test_1.png").size == (288, 288)
+        assert np.array_equal(f["test/target/0"][()], merge_types(label))
+    snippet = _docs_snippet().replace('Path("results/consep/<model>/<run>")', f"Path({str(path.parent)!r})")
+    namespace: dict = {}
+    exec(snippet, namespace)
+    for name in ("dice", "dice_nucleus", "dice_per_image"):
+        assert namespace["scores"][name] == pytest.approx(results["metrics"]["test"][name]["runs"][0], abs=1e-12)
+        assert info[name]["higher_is_better"] is True
+    assert sorted(namespace["per_image"]) == ["Test/Images/test_1.png", "Test/Images/test_2.png"]
     assert {p.name for p in path.parent.glob("*.png")} == {"training_curve_test.png", "overlay_test_test_1.png",
                                                            "overlay_test_test_2.png"}
+
+
+def _docs_snippet() -> str:
+    """The python block of docs/segmentation.md that reads predictions.h5 (marked for this test)."""
+    text = (REPO / "docs" / "segmentation.md").read_text()
+    return text.split("<!-- run by tests/segmentation/test_protocol.py -->\n```python\n", 1)[1].split("```", 1)[0]
 
 
 def test_a_label_of_another_size_is_one_line(tmp_path: Path, capsys):

@@ -1,14 +1,15 @@
-"""Datasets: specs that list and read a split, behind the ``DATASETS`` registry."""
+"""Datasets: specs that list and read a split, behind the ``DATASETS`` registry.
 
-from evalkit.data.bach import BACH
-from evalkit.data.base import DatasetSpec, ImageSplitDataset, SplitListing, read_rgb
-from evalkit.data.consep import CoNSeP
-from evalkit.data.crc import CRC
-from evalkit.data.image_folder import ImageCSV, ImageFolder
-from evalkit.data.mhist import MHIST
-from evalkit.data.pcam import PatchCamelyon
-from evalkit.data.precomputed import PrecomputedEmbeddings
+The classes are imported on first access (:mod:`evalkit.lazy`): the command line imports this
+package for its registry, and a dataset module imports torch.
+"""
+
 from evalkit.data.registry import DATASETS
+from evalkit.lazy import lazy_exports
 
-__all__ = ["BACH", "CRC", "DATASETS", "CoNSeP", "DatasetSpec", "ImageCSV", "ImageFolder", "ImageSplitDataset", "MHIST",
-           "PatchCamelyon", "PrecomputedEmbeddings", "SplitListing", "read_rgb"]
+_EXPORTS = {"BACH": "bach", "CRC": "crc", "CoNSeP": "consep", "DatasetSpec": "base", "ImageCSV": "image_folder",
+            "ImageFolder": "image_folder", "ImageSplitDataset": "base", "MHIST": "mhist", "PatchCamelyon": "pcam",
+            "PrecomputedEmbeddings": "precomputed", "SplitListing": "base", "read_rgb": "base"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = ["DATASETS", *_EXPORTS]

@@ -1,22 +1,15 @@
 """The embedding stage and its feature cache.
 
-The Lightning predict loop (:mod:`evalkit.embed.predict`) is imported on first use, so
-that commands which only read caches or check data start without loading Lightning.
+Everything is imported on first access (:mod:`evalkit.lazy`): the command line imports
+:mod:`evalkit.embed.config` without torch, and a predict whose caches are complete never
+imports the Lightning loop (:mod:`evalkit.embed.loop`).
 """
 
-from typing import Any
+from evalkit.lazy import lazy_exports
 
-from evalkit.embed.cache import Embeddings, cache_key, cache_path, read_embeddings
-from evalkit.embed.config import EmbedConfig
-from evalkit.embed.features import FeatureSet, PooledRows, feature_file
+_EXPORTS = {"EmbedConfig": "config", "Embeddings": "cache", "FeatureSet": "features", "PooledRows": "features",
+            "SplitCache": "predict", "cache_key": "cache", "cache_path": "cache", "embed_task": "predict",
+            "feature_file": "features", "predict_features": "predict", "read_embeddings": "cache"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = ["EmbedConfig", "Embeddings", "FeatureSet", "PooledRows", "SplitCache", "cache_key", "cache_path", "embed_task",
-           "feature_file", "predict_features", "read_embeddings"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("SplitCache", "embed_task", "predict_features"):
-        from evalkit.embed import predict
-
-        return getattr(predict, name)
-    raise AttributeError(f"module 'evalkit.embed' has no attribute '{name}'")
+__all__ = list(_EXPORTS)

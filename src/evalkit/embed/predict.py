@@ -1,8 +1,9 @@
 """The embedding stage: a Lightning predict loop that fills the feature cache, for every kind of feature.
 
 Lightning earns its keep here: DataLoader workers, devices, DDP and mixed precision come
-from the Trainer. Each rank embeds whole batches of the not-yet-saved part of the split
-and saves each as it finishes (see :mod:`evalkit.embed.cache`). What a batch yields is the
+from the Trainer (:mod:`evalkit.embed.loop`, imported only when some split must be embedded).
+Each rank embeds whole batches of the not-yet-saved part of the split and saves each as it
+finishes (see :mod:`evalkit.embed.cache`). What a batch yields is the
 split's :class:`~evalkit.embed.features.FeatureSet`'s business: pooled rows, feature maps.
 """
 
@@ -10,22 +11,15 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
-import math
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import h5py
-import lightning as L
 import numpy as np
-import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 from evalkit.data.base import DatasetSpec, SplitListing
 from evalkit.embed.cache import PartialCache, is_complete
@@ -34,10 +28,10 @@ from evalkit.embed.manifest import (Hasher, Manifest, SourceFiles, altered_array
 from evalkit.embed.config import EmbedConfig
 from evalkit.embed.features import FeatureSet, PooledRows, feature_file
 from evalkit.embed.index import record_fingerprint
-from evalkit.errors import EvalkitError, one_line
+from evalkit.errors import EvalkitError
 from evalkit.locks import FileLock
 from evalkit.models.base import Backbone, ModelSpec, weights_sha256
-from evalkit.runtime import is_global_zero, on_gpu, progress_bars
+from evalkit.runtime import is_global_zero
 from evalkit.task import Task
 
 
@@ -50,90 +44,6 @@ class SplitCache:
     key: str
     reused: bool
     seconds: float
-
-
-class _EmbedModule(L.LightningModule):
-    def __init__(self, backbone: Backbone, features: FeatureSet) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.features = features
-
-    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> tuple[dict[str, torch.Tensor], ...]:
-        images, indices, readable = batch
-        outputs = {name: value.float() for name, value in self.features.outputs(self.backbone, images).items()}
-        return outputs, indices, readable
-
-
-class _BatchWriter(BasePredictionWriter):
-    def __init__(self, partial: PartialCache, dtypes: dict[str, str]) -> None:
-        super().__init__(write_interval="batch")
-        self.partial = partial
-        self.dtypes = dtypes
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        outputs, indices, readable = prediction
-        arrays = {name: value.cpu().numpy().astype(self.dtypes[name]) for name, value in outputs.items()}
-        self.partial.write_batch(indices.cpu().numpy(), arrays, readable.cpu().numpy())
-
-
-class _PendingBatches(torch.utils.data.Sampler[list[int]]):
-    """The batches not yet saved, with fixed boundaries ``[k*B, (k+1)*B)``, split round-robin over ranks.
-
-    The rank is read when iteration starts, after Lightning has set up the process group.
-    """
-
-    def __init__(self, n: int, batch_size: int, done: set[int]) -> None:
-        self.batch_size = batch_size
-        self.n = n
-        self.pending = [k for k in range(math.ceil(n / batch_size)) if k not in done]
-
-    def _mine(self) -> list[int]:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-            # Lightning refuses a rank with an empty loader, so with fewer batches than ranks the
-            # spare ranks embed a batch again: batch files are per batch and replaced atomically.
-            return self.pending[rank::world] or [self.pending[rank % len(self.pending)]]
-        return self.pending
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for k in self._mine():
-            yield list(range(k * self.batch_size, min(self.n, (k + 1) * self.batch_size)))
-
-    def __len__(self) -> int:
-        return len(self._mine())
-
-
-def _precision(accelerator: str) -> str:
-    return "bf16-mixed" if on_gpu(accelerator) else "32-true"
-
-
-def _run_predict(backbone: Backbone, dataset: torch.utils.data.Dataset, features: FeatureSet, n: int,
-                 partial: PartialCache, cfg: EmbedConfig) -> None:
-    pending = _PendingBatches(n, partial.batch_size, partial.done_batches())
-    if not pending.pending:
-        return
-    workers = cfg.num_workers if cfg.num_workers is not None else min(4, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=pending, num_workers=workers,
-                                         pin_memory=torch.cuda.is_available(), persistent_workers=False)
-    # Lightning's banner lines and tips are noise in a CLI that prints its own progress.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    try:
-        trainer = L.Trainer(
-            accelerator=cfg.accelerator, devices=cfg.devices, precision=_precision(cfg.accelerator),
-            logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bars(),
-            use_distributed_sampler=False, callbacks=[_BatchWriter(partial, features.dtypes(cfg))],
-            inference_mode=True,
-        )
-    except MisconfigurationException as exc:  # e.g. accelerator gpu on a machine without one
-        raise EvalkitError(f"--embed.accelerator {cfg.accelerator} --embed.devices {cfg.devices}: "
-                           f"{one_line(exc)}; use --embed.accelerator auto or cpu") from None
-    try:
-        trainer.predict(_EmbedModule(backbone, features), dataloaders=loader, return_predictions=False)
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
-        raise EvalkitError("interrupted; the finished batches are saved: rerun the same command to resume") from None
-    trainer.strategy.barrier()
 
 
 class _LazyBackbone:
@@ -270,8 +180,10 @@ def _embed(task: Task, model: ModelSpec, fingerprint: str, split: str, features:
     features.bind(net)
     partial = PartialCache(path, cfg.batch_size)
     dataset = features.dataset(spec, listing, net.preprocessing, cfg)
+    from evalkit.embed.loop import run_predict  # Lightning: only when some split must be embedded
+
     if not is_global_zero():
-        _run_predict(net, dataset, features, n, partial, cfg)
+        run_predict(net, dataset, features, n, partial, cfg)
         return SplitCache(split, path, key, False, time.perf_counter() - start)
 
     root = Path(data_root) / spec.root
@@ -293,7 +205,7 @@ def _embed(task: Task, model: ModelSpec, fingerprint: str, split: str, features:
             partial.seed(old, listing.ids, redo, list(features.dtypes(cfg)))
     hasher = Hasher(sources.paths)
     log(prefix + f"embedding {features.describe(listing)} -> {path}")
-    _run_predict(net, dataset, features, n, partial, cfg)
+    run_predict(net, dataset, features, n, partial, cfg)
     hashes = hasher.result()
     moved = np.flatnonzero((strict_stat(sources.paths) != before).any(axis=1))
     if len(moved):

@@ -1,18 +1,22 @@
 """Evaluations, one file each, behind the ``EVALUATIONS`` registry: :func:`get_evaluation` is the front door.
 
 A task type is an evaluation (``evaluations/<name>.py``, registered under its name) plus a task
-config that names it; every module of this package is imported here, so a new file is all it
-takes (docs/evaluations.md walks through one).
+config that names it; the registry imports every module of this package on its first listing
+(``get_evaluation(name)`` the module ``name`` alone), so a new file is all it takes
+(docs/evaluations.md walks through one).
 """
 
-import importlib
-import pkgutil
+from __future__ import annotations
 
-from evalkit.evaluations.base import Evaluation, EvaluationResult
+from typing import TYPE_CHECKING
+
 from evalkit.evaluations.registry import EVALUATIONS
+from evalkit.lazy import lazy_exports
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+if TYPE_CHECKING:
+    from evalkit.evaluations.base import Evaluation
+
+__getattr__ = lazy_exports(__name__, {"Evaluation": "base", "EvaluationResult": "base"})
 
 
 def get_evaluation(name: str) -> type[Evaluation]:

@@ -10,7 +10,7 @@ from evalkit.embed.features import FeatureSet
 from evalkit.evaluations.base import Evaluation, EvaluationResult
 from evalkit.evaluations.registry import EVALUATIONS
 from evalkit.evaluations.rows import intervals, labelled_rows, pooled_rows, predictions, representation
-from evalkit.heads.label_efficiency import LabelEfficiencyConfig, label_efficiency
+from evalkit.heads.label_efficiency import LabelEfficiencyConfig, label_efficiency, whole_set_fits
 from evalkit.heads.linear import LinearProbeConfig, fit_linear_probe
 from evalkit.stats.config import StatsConfig
 from evalkit.task import Task
@@ -51,7 +51,8 @@ class LinearProbe(Evaluation):
                                   warnings=rows.warnings)
         if fewshot.enabled:
             start = time.perf_counter()
-            result.curves["label_efficiency"] = label_efficiency(rows.train, rows.val, rows.evaluate, rows.num_classes,
-                                                                 fewshot, head, stats, rows.ids[task.train_split], log)
+            result.curves["label_efficiency"] = label_efficiency(
+                rows.train, rows.val, rows.evaluate, rows.num_classes, fewshot, head, stats, rows.ids[task.train_split],
+                log, known=whole_set_fits(probe, len(rows.train[1])))
             result.timing["label_efficiency_s"] = round(time.perf_counter() - start, 3)
         return result

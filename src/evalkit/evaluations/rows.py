@@ -38,7 +38,11 @@ class LabelledRows:
 
 
 def _labelled(data: Embeddings) -> tuple[Split, list[str]]:
+    """The labelled rows of a split: the cached tensors themselves when every row is labelled (no
+    copy of the embeddings, which may be most of the memory a fit uses), else a copy without the -1 rows."""
     keep = data.labels >= 0
+    if bool(keep.all()):
+        return (data.embeddings, data.labels), list(data.ids)
     ids = [sample for sample, label in zip(data.ids, data.labels.tolist()) if label >= 0]
     return (data.embeddings[keep], data.labels[keep]), ids
 

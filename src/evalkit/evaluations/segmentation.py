@@ -28,7 +28,7 @@ class Segmentation(Evaluation):
     name = "segmentation"
     options = {"seg": (SegmentationConfig, "segmentation: crops, test grid and decoder")}
     predict_options = ("seg",)  # the crop pool and the grid decide what is embedded
-    metrics = ("dice", "miou")
+    metrics = ("dice", "dice_nucleus", "dice_per_image", "miou")
     primary_metric = "dice"
 
     @property

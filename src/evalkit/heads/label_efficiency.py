@@ -5,9 +5,17 @@ for every model, see :mod:`evalkit.heads.subsets`), scored on the full evaluatio
 A point reports the mean over draws, its spread, and a bootstrap confidence interval over
 the evaluation samples of that mean; a curve is summarised by its normalised area.
 
-The linear head is the probe protocol itself, its draws fitted together as the runs of one
-batched fit (one run per draw). kNN, SimpleShot and logistic regression come from
-:data:`evalkit.heads.fewshot.FEWSHOT_HEADS`.
+Identical subsets are fitted once: a fraction can draw the very subset of a shot budget
+(same seed, same per-class counts), and a budget of at least every class's size draws the
+whole training set at every seed. The linear head's runs of every budget and draw are one
+batched fit (:func:`evalkit.heads.linear.fit_linear_probe`, a run per distinct subset and
+seed), and runs on the whole training set with the probe's own seeds are taken from the
+probe itself. kNN, SimpleShot and logistic regression come from
+:data:`evalkit.heads.fewshot.FEWSHOT_HEADS`, one fit per distinct subset.
+
+A k-shot budget larger than a class cannot give that class k samples; it gives all it has.
+Such a point is not k-shot for those classes, so it says so: every point carries the
+samples per class it used (``per_class``) and the classes left short (``short_classes``).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import torch
 
 from evalkit.errors import EvalkitError
 from evalkit.heads.fewshot import FEWSHOT_HEADS
-from evalkit.heads.linear import LinearProbeConfig, fit_linear_probe
+from evalkit.heads.linear import LinearProbeConfig, ProbeResult, fit_linear_probe
 from evalkit.heads.subsets import Subset, fraction_indices, k_shot_indices
 from evalkit.metrics.classification import PRIMARY_METRIC
 from evalkit.results import summarize
@@ -86,40 +94,97 @@ def _draws(labels: torch.Tensor, kind: str, value: float, cfg: LabelEfficiencyCo
     return [draw(labels, int(value) if kind == "shots" else float(value), cfg.seed + d) for d in range(cfg.draws)]
 
 
-def _head_probs(head: str, subsets: list[Subset], train: Split, val: Split, evaluate: dict[str, Split],
-                num_classes: int, linear: LinearProbeConfig) -> dict[str, torch.Tensor]:
-    """``split -> [draws, N, C]`` probabilities of ``head`` fitted on each subset."""
+def _key(subset: Subset) -> bytes:
+    """Identity of a subset's rows (its sorted indices), for fitting each distinct subset once."""
+    return subset.indices.numpy().tobytes()
+
+
+def whole_set_fits(probe: ProbeResult, n_train: int) -> dict[tuple[bytes, int], dict[str, torch.Tensor]]:
+    """The probe's runs as label-efficiency fits: (rows of the whole training set, seed) -> split -> probs [N, C]."""
+    every = torch.arange(n_train).numpy().tobytes()
+    return {(every, seed): {split: p[r] for split, p in probe.probs.items()}
+            for r, seed in enumerate(probe.settings["seeds"])}
+
+
+def _linear_probs(subsets: list[Subset], train: Split, val: Split, evaluate: dict[str, Split], num_classes: int,
+                  linear: LinearProbeConfig, known: dict[tuple[bytes, int], dict[str, torch.Tensor]]
+                  ) -> dict[tuple[bytes, int], dict[str, torch.Tensor]]:
+    """The linear head on every distinct (subset, seed), all in one batched fit; ``known`` ones are reused."""
+    fits = dict(known)
+    todo: dict[tuple[bytes, int], Subset] = {}
+    for s in subsets:
+        todo.setdefault((_key(s), s.seed), s)
+    todo = {key: s for key, s in todo.items() if key not in fits}
+    if todo:
+        runs = list(todo.values())
+        cfg = dataclasses.replace(linear, n_runs=len(runs))
+        result = fit_linear_probe(train, val, num_classes, cfg, evaluate, subsets=[s.indices for s in runs],
+                                  seeds=[s.seed for s in runs])
+        for r, key in enumerate(todo):
+            fits[key] = {split: p[r] for split, p in result.probs.items()}
+    return fits
+
+
+def _head_probs(head: str, subsets: list[Subset], train: Split, evaluate: dict[str, Split],
+                num_classes: int) -> dict[bytes, dict[str, torch.Tensor]]:
+    """A few-shot head (no seed of its own) on every distinct subset: rows -> split -> probs [N, C]."""
     x, y = train
-    if head == LINEAR:
-        cfg = dataclasses.replace(linear, n_runs=len(subsets), seed=subsets[0].seed)
-        stacked = torch.stack([s.indices for s in subsets])
-        return fit_linear_probe(train, val, num_classes, cfg, evaluate, subsets=stacked).probs
     fit = FEWSHOT_HEADS.get(head)
-    per_draw = [{split: fit(x[s.indices], y[s.indices], ex, num_classes).cpu() for split, (ex, _) in evaluate.items()}
-                for s in subsets]
-    return {split: torch.stack([d[split] for d in per_draw]) for split in evaluate}
+    fits: dict[bytes, dict[str, torch.Tensor]] = {}
+    for s in subsets:
+        key = _key(s)
+        if key not in fits:
+            rows = s.indices
+            fits[key] = {split: fit(x[rows], y[rows], ex, num_classes).cpu() for split, (ex, _) in evaluate.items()}
+    return fits
+
+
+def _describe(kind: str, value: float, subsets: list[Subset]) -> str:
+    """The log line of one budget: its labels, and the classes a k-shot budget had to leave short."""
+    first = subsets[0]
+    text = f"{kind} {value} ({first.n} labels)"
+    if first.short_classes:
+        short = ", ".join(f"class {c} has {first.per_class[c]}" for c in first.short_classes)
+        text += f", capped: {short}"
+    return text
 
 
 def label_efficiency(train: Split, val: Split, evaluate: dict[str, Split], num_classes: int,
                      cfg: LabelEfficiencyConfig, linear: LinearProbeConfig, stats: StatsConfig,
-                     train_ids: list[str], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The label-efficiency curves, ``curves.label_efficiency`` in results.json (see docs/statistics.md)."""
+                     train_ids: list[str], log: Callable[[str], None] = print,
+                     known: dict[tuple[bytes, int], dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """The label-efficiency curves, ``curves.label_efficiency`` in results.json (see docs/statistics.md).
+
+    ``known`` maps (subset rows as :func:`_key` gives them, seed) to linear-head fits already
+    made with ``linear`` (the probe's own runs, :func:`whole_set_fits`); they are not refitted.
+    """
     budgets = [("shots", k) for k in cfg.shots] + [("fraction", f) for f in cfg.fractions]
+    drawn = {(kind, value): _draws(train[1], kind, value, cfg) for kind, value in budgets}
     subsets_out: list[dict[str, Any]] = []
-    curves: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
-        head: {split: {"shots": [], "fraction": []} for split in evaluate} for head in cfg.heads}
-    for kind, value in budgets:
-        subsets = _draws(train[1], kind, value, cfg)
+    for (kind, value), subsets in drawn.items():
         for s in subsets:
             record = s.record()
             if s.n <= IDS_LISTED_UP_TO:
                 record["ids"] = [train_ids[i] for i in s.indices.tolist()]
             subsets_out.append(record)
-        log(f"  label efficiency: {kind} {value} ({subsets[0].n} labels) x {cfg.draws} draws, heads {', '.join(cfg.heads)}")
-        for head in cfg.heads:
-            probs = _head_probs(head, subsets, train, val, evaluate, num_classes, linear)
+        log(f"  label efficiency: {_describe(kind, value, subsets)} x {cfg.draws} draws")
+    every = [s for subsets in drawn.values() for s in subsets]
+    distinct = len({_key(s) for s in every})
+    log(f"  label efficiency: {len(every)} draws, {distinct} distinct subsets; heads {', '.join(cfg.heads)}")
+
+    curves: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {
+        head: {split: {"shots": [], "fraction": []} for split in evaluate} for head in cfg.heads}
+    for head in cfg.heads:
+        if head == LINEAR:
+            fits = _linear_probs(every, train, val, evaluate, num_classes, linear, known or {})
+            probs_of = lambda s: fits[(_key(s), s.seed)]  # noqa: E731
+        else:
+            head_fits = _head_probs(head, every, train, evaluate, num_classes)
+            probs_of = lambda s: head_fits[_key(s)]  # noqa: E731
+        for (kind, value), subsets in drawn.items():
             for split, (_, target) in evaluate.items():
-                curves[head][split][kind].append(_point(value, subsets, target, probs[split], num_classes, stats))
+                probs = torch.stack([probs_of(s)[split] for s in subsets])
+                curves[head][split][kind].append(_point(value, subsets, target, probs, num_classes, stats))
     auc = {head: {split: {kind: normalised_area([p["mean"] for p in points], [p["value"] for p in points])
                           for kind, points in by_kind.items() if points}
                   for split, by_kind in per_split.items()}
@@ -130,11 +195,18 @@ def label_efficiency(train: Split, val: Split, evaluate: dict[str, Split], num_c
 
 def _point(value: float, subsets: list[Subset], target: torch.Tensor, probs: torch.Tensor, num_classes: int,
            stats: StatsConfig) -> dict[str, Any]:
-    """One budget of one head on one split: the primary metric per draw, mean, std and bootstrap CI."""
+    """One budget of one head on one split: the primary metric per draw, mean, std and bootstrap CI.
+
+    ``per_class`` (class id -> samples) and ``short_classes`` are what every draw of the budget
+    used; the quotas depend only on the labels, so all draws agree.
+    """
     per_draw = weighted_metrics(torch.ones(1, len(target), dtype=torch.float64), target, probs, num_classes,
                                 metrics=[PRIMARY_METRIC])[PRIMARY_METRIC][0].tolist()
     ci = bootstrap_ci(target, probs, num_classes, n_resamples=stats.n_resamples, confidence=stats.confidence,
                       seed=stats.seed, metrics=[PRIMARY_METRIC])[PRIMARY_METRIC]
     summary = summarize(per_draw)
-    return {"value": value, "n_labels": subsets[0].n, "mean": summary["mean"], "std": summary["std"],
+    first = subsets[0]
+    return {"value": value, "n_labels": first.n,
+            "per_class": {str(c): count for c, count in sorted(first.per_class.items())},
+            "short_classes": list(first.short_classes), "mean": summary["mean"], "std": summary["std"],
             "draws": per_draw, "ci_low": ci["low"], "ci_high": ci["high"]}

@@ -10,6 +10,8 @@ evaluation rows are processed in chunks so that memory holds at most ``chunk_siz
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,9 @@ from evalkit.errors import EvalkitError
 # similarities. Adding the similarity (scaled below a vote) loses the tie-break to rounding
 # whenever the summed cosines differ by less than about 0.04, as they often do.
 _TIE_BREAK = 1e-2
+
+TieBreak = Literal["similarity", "lowest_class"]
+TIE_BREAKS: tuple[str, ...] = get_args(TieBreak)
 
 
 def check_head_inputs(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor,
@@ -51,8 +56,20 @@ def _rows(chunk_size: int) -> int:
     return chunk_size
 
 
+def _tie_ranks(similarity: torch.Tensor, tie_break: TieBreak) -> torch.Tensor:
+    """Per row, each class's rank in the tie-break, C-1 for the class a tie goes to first and 0 for the last.
+
+    ``similarity``: the summed similarity of each class's neighbours [rows, C], float64.
+    """
+    num_classes = similarity.shape[1]
+    if tie_break == "lowest_class":
+        return torch.arange(num_classes - 1, -1, -1, device=similarity.device).expand_as(similarity)
+    # C-1 for the most similar class, 0 for the least; equal sums favour the lower class id
+    return num_classes - 1 - (-similarity).argsort(dim=1, stable=True).argsort(dim=1)
+
+
 def knn(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, num_classes: int, *,
-        k: int = 20, center: bool = False, chunk_size: int = 4096) -> torch.Tensor:
+        k: int = 20, center: bool = False, tie_break: TieBreak = "similarity", chunk_size: int = 4096) -> torch.Tensor:
     """Cosine k-nearest-neighbour vote: class probabilities are the neighbours' vote shares.
 
     Conventions and their sources:
@@ -66,11 +83,14 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, num_
       on the training mean and then L2-normalised: the same neighbours as cosine similarity of
       centred features. ``center=True`` reproduces that; the default follows THUNDER.
     - k = min(k, N_train), so a few-shot training set smaller than k votes with all of it.
-    - Ties in the vote go to the class whose tied neighbours have the larger summed cosine
-      similarity (evalkit's choice; THUNDER and sklearn give ties to the lowest class id).
+    - Ties in the vote go, by default (``tie_break="similarity"``, evalkit's choice), to the
+      class whose tied neighbours have the larger summed cosine similarity; with
+      ``tie_break="lowest_class"`` they go to the lowest class id among the tied classes, as
+      scikit-learn's ``KNeighborsClassifier(weights="uniform")`` and THUNDER's ``bincount(...).argmax()`` do.
       The score of a class with votes is ``votes_c + 0.01 * rank_c / C``, where ``rank_c``
       (0 to C-1) orders the classes by summed cosine similarity of their neighbours (float64;
-      exactly equal sums favour the lower class id, as sklearn does); the addend never
+      exactly equal sums favour the lower class id, as sklearn does), or by class id
+      (``lowest_class``: ``rank_c = C-1-c``); the addend never
       outweighs a whole vote, and survives float32. Scores are then divided
       by their sum, so the probabilities are the vote shares to within 1%. A class with no
       neighbour among the k gets exactly 0.
@@ -81,11 +101,14 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, num_
     Args:
         k: neighbours that vote (20, UNI's ``n_neighbors``).
         center: subtract the training mean before normalising, as UNI's ``eval_knn`` does.
+        tie_break: ``similarity`` (the default) or ``lowest_class`` (scikit-learn's rule).
         chunk_size: evaluation rows per similarity matrix of ``chunk_size x N_train``.
     """
     check_head_inputs(train_x, train_y, eval_x, num_classes)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise EvalkitError(f"knn k must be an integer of at least 1, got {k!r}")
+    if tie_break not in TIE_BREAKS:
+        raise EvalkitError(f"knn tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
     rows = _rows(chunk_size)
     train = train_x.float()
     mean = train.mean(dim=0, keepdim=True) if center else None
@@ -106,8 +129,7 @@ def knn(train_x: torch.Tensor, train_y: torch.Tensor, eval_x: torch.Tensor, num_
         scores.scatter_add_(1, neighbour_labels, torch.ones_like(sims))
         similarity = torch.zeros(scores.shape, dtype=torch.float64, device=train.device)
         similarity.scatter_add_(1, neighbour_labels, 1.0 + sims.clamp(-1.0, 1.0).double())
-        # C-1 for the most similar class, 0 for the least; equal sums favour the lower class id
-        rank = num_classes - 1 - (-similarity).argsort(dim=1, stable=True).argsort(dim=1)
+        rank = _tie_ranks(similarity, tie_break)
         scores += torch.where(scores > 0, rank.float() * (_TIE_BREAK / num_classes), 0.0)
         out[lo:lo + rows] = scores / scores.sum(dim=1, keepdim=True)
     return out

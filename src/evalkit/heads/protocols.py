@@ -18,11 +18,23 @@ import torch
 from evalkit.registry import Registry
 
 
+def cosine_factor(step: int, max_steps: int) -> float:
+    """The protocols' schedule as a factor of the lr at optimiser step ``step`` (from 0): a cosine
+    from 1 to 0 over ``max_steps``, no warmup (CosineAnnealingLR with T_max = max_steps, held at 0 after)."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, max_steps) / max_steps))
+
+
+def cosine_schedule(lr: float, max_steps: int) -> list[float]:
+    """The lr of every optimiser step, precomputed so it can be printed and tested: ``lr * cosine_factor``.
+
+    Entry ``s`` is what :func:`cosine_to_zero` sets before step ``s``, float for float.
+    """
+    return [lr * cosine_factor(step, max_steps) for step in range(max_steps)]
+
+
 def cosine_to_zero(optimizer: torch.optim.Optimizer, max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """The protocols' schedule, stepped once per optimiser step: cosine from the lr to 0 over
-    ``max_steps``, no warmup (CosineAnnealingLR with T_max = max_steps, held at 0 after)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, max_steps) / max_steps)))
+    """:func:`cosine_factor` as a scheduler of ``optimizer``, stepped once per optimiser step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, max_steps))
 
 
 @dataclass(frozen=True)

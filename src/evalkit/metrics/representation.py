@@ -1,10 +1,11 @@
-"""Label-free representation metrics of an embedding matrix: RankMe, ODCorr and α-ReQ.
+"""Label-free representation metrics of an embedding matrix: RankMe, ODCorr, α-ReQ (and DimCorr).
 
 They score a model from its cached embeddings alone, before (or instead of) fitting a probe.
-All three need only the D×D second moments of ``Z`` [N, D], so the data are read once, in
-row chunks accumulated in float64: a cache of 100,000 × 1,536 float16 embeddings is never
-held as a float64 copy (1.2 GB), and what remains is two eigen-decompositions of D×D
-matrices.
+All of them need only D×D matrices accumulated over the rows of ``Z`` [N, D] (its second
+moments, and the Gram matrix of its row-standardised rows), so the data are read once, in
+row chunks accumulated in float64: a cache of 300,000 × 1,536 float16 embeddings is never
+held as a float64 copy (3.7 GB), no N×N matrix is ever formed, and what remains is two
+eigen-decompositions of D×D matrices.
 
 The moments are accumulated about a shift (the mean of the first chunk), not about zero.
 Embeddings often sit far from the origin (a mean of 1e3 with unit spread is not unusual);
@@ -14,9 +15,14 @@ recovered from the same shifted sums exactly, since it involves no subtraction.
 
 - RankMe (Garrido et al., ICML 2023): ``exp(entropy)`` of the normalised singular values of
   the *uncentred* ``Z``, as in the paper; higher is better (a less collapsed representation).
-- ODCorr (Aben et al. 2024, "Towards large-scale training of pathology foundation models"):
-  the root mean square of the off-diagonal Pearson correlations between feature dimensions;
-  lower is better (less redundant dimensions).
+- ODCorr (kaiko.ai, Aben et al. 2024, "Towards large-scale training of pathology foundation
+  models", Section IV-D1, eq. 1): the root mean square of the Pearson correlations between the
+  embedding vectors of pairs of different *samples*, ``sqrt(Σ_{i≠j} ρ(Z_i, Z_j)² / (N(N-1)))``;
+  lower is better (samples easier to tell apart). The paper stresses that this is not the
+  correlation between embedding *dimensions* of earlier work: that one is DimCorr below.
+- DimCorr: the same root mean square over the Pearson correlations between pairs of feature
+  *dimensions* (what evalkit reported as "odcorr" before it followed the paper); lower means
+  less redundant dimensions.
 - α-ReQ (Agrawal et al., NeurIPS 2022): the decay exponent α of the centred covariance's
   eigenspectrum, ``λ_i ∝ i^-α``; neither direction is better (the paper finds a sweet spot
   near 1), so it is reported, not ranked.
@@ -33,9 +39,6 @@ import torch
 
 from evalkit.errors import EvalkitError
 
-# name -> higher is better (None: no direction; α-ReQ is best near 1, not at either end)
-REPRESENTATION_METRICS: dict[str, bool | None] = {"rankme": True, "odcorr": False, "alpha_req": None}
-
 RANKME_EPS = 1e-7  # the ε of the RankMe paper, added to every normalised singular value
 ALPHA_REQ_REL_TOL = 1e-10  # eigenvalues at or below λ_1 · this are taken as zero in the α-ReQ fit
 
@@ -51,6 +54,10 @@ class SecondMoments:
         covariance: the centred covariance [D, D] with the unbiased ``N - 1`` divisor (``numpy.cov``'s).
         varies: [D] bool, True where a column holds at least two different values; the others
             have no correlation with anything.
+        row_gram: ``ẐᵀẐ`` [D, D] of the row-standardised rows ``Ẑ`` (see :func:`standardise_rows`) of
+            the rows that vary; ``‖ẐᵀẐ‖_F² = Σ_{i,j} ρ(Z_i, Z_j)²`` over those rows (ODCorr).
+        constant_rows: rows whose D values are all equal: they have no correlation with any
+            sample and are left out of ``row_gram``.
     """
 
     n: int
@@ -58,6 +65,8 @@ class SecondMoments:
     gram: torch.Tensor
     covariance: torch.Tensor
     varies: torch.Tensor
+    row_gram: torch.Tensor
+    constant_rows: int
 
 
 def _chunks(embeddings: torch.Tensor | np.ndarray, chunk_rows: int) -> Iterator[tuple[int, torch.Tensor]]:
@@ -69,8 +78,25 @@ def _chunks(embeddings: torch.Tensor | np.ndarray, chunk_rows: int) -> Iterator[
         yield lo, block.to(torch.float64)
 
 
+def standardise_rows(block: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The rows of ``block`` [n, D] that vary, each centred on its own mean over D and divided by its own norm.
+
+    The dot product of two such rows is the Pearson correlation of the two samples' embedding
+    vectors. A row whose D values are all equal has no correlation (zero variance) and is left
+    out; the second value counts them. Any other row has a non-zero norm once centred
+    (``a - m`` rounds to 0 only when ``a == m``), so no division by zero is possible.
+    """
+    block = block.to(torch.float64)
+    constant = (block == block[:, :1]).all(dim=1)
+    rows = block[~constant]  # boolean indexing copies: the caller's block is left as it is
+    rows -= rows.mean(dim=1, keepdim=True)
+    rows /= torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+    return rows, int(constant.sum())
+
+
 def second_moments(embeddings: torch.Tensor | np.ndarray, chunk_rows: int = 8192) -> SecondMoments:
-    """Accumulate the mean, uncentred Gram and centred covariance of ``embeddings`` [N, D] in one pass.
+    """Accumulate the mean, uncentred Gram, centred covariance and the row-standardised Gram of ``embeddings``
+    [N, D] in one pass.
 
     Only ``chunk_rows`` rows at a time are converted to float64; a CUDA tensor is
     accumulated on its own device.
@@ -86,7 +112,8 @@ def second_moments(embeddings: torch.Tensor | np.ndarray, chunk_rows: int = 8192
     if chunk_rows < 1:
         raise EvalkitError(f"chunk_rows must be at least 1, got {chunk_rows}")
 
-    shift = first = total = outer = varies = None
+    shift = first = total = outer = varies = row_gram = None
+    constant_rows = 0
     for lo, block in _chunks(embeddings, chunk_rows):
         finite = torch.isfinite(block)
         if not bool(finite.all()):
@@ -99,7 +126,12 @@ def second_moments(embeddings: torch.Tensor | np.ndarray, chunk_rows: int = 8192
             total = torch.zeros(dim, dtype=torch.float64, device=block.device)
             outer = torch.zeros(dim, dim, dtype=torch.float64, device=block.device)
             varies = torch.zeros(dim, dtype=torch.bool, device=block.device)
+            row_gram = torch.zeros(dim, dim, dtype=torch.float64, device=block.device)
         varies |= (block != first).any(dim=0)
+        standardised, constant = standardise_rows(block)
+        row_gram.addmm_(standardised.T, standardised)
+        constant_rows += constant
+        del standardised  # at most one extra chunk in float64 at a time
         block = block - shift  # not in place: a float64 input arrives here as a view of the caller's data
         total += block.sum(dim=0)
         outer.addmm_(block.T, block)
@@ -113,7 +145,9 @@ def second_moments(embeddings: torch.Tensor | np.ndarray, chunk_rows: int = 8192
     # gemm need not return a bitwise-symmetric AᵀA; eigvalsh would read only one triangle.
     gram = (gram + gram.T) / 2
     covariance = (covariance + covariance.T) / 2
-    return SecondMoments(n=n, mean=mean, gram=gram, covariance=covariance, varies=varies)
+    row_gram = (row_gram + row_gram.T) / 2
+    return SecondMoments(n=n, mean=mean, gram=gram, covariance=covariance, varies=varies, row_gram=row_gram,
+                         constant_rows=constant_rows)
 
 
 def singular_values_from_gram(gram: torch.Tensor, rank: int) -> torch.Tensor:
@@ -148,8 +182,34 @@ def rankme_from_singular_values(singular_values: torch.Tensor, eps: float = RANK
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def odcorr_from_covariance(covariance: torch.Tensor, varies: torch.Tensor | None = None) -> float:
-    """Root mean square of the off-diagonal Pearson correlations of the feature dimensions.
+def odcorr_from_row_gram(row_gram: torch.Tensor, n_rows: int) -> float:
+    """ODCorr (kaiko.ai et al. 2024, eq. 1): root mean square of the Pearson correlations between different samples.
+
+    ``row_gram`` is ``ẐᵀẐ`` [D, D] of the ``n_rows`` row-standardised embeddings ``Ẑ``
+    (:func:`standardise_rows`), whose N×N matrix ``ẐẐᵀ`` holds the correlations ``ρ_ij``. The
+    two products have the same Frobenius norm, so ``Σ_{i,j} ρ_ij² = ‖ẐᵀẐ‖_F²`` in O(N·D²)
+    instead of O(N²·D); the diagonal contributes ``ρ_ii² = 1`` for each of the N rows, so
+
+        ODCorr = sqrt((‖ẐᵀẐ‖_F² - N) / (N (N - 1))).
+
+    Rounding in the float64 Gram moves ODCorr² by at most about ``2 N eps`` (7e-11 at
+    N = 300,000), and the subtraction of N cannot make that large relative to the result
+    where N is large: ``ODCorr² ≥ (N / (D - 1) - 1) / (N - 1)``, about ``1 / (D - 1)`` for
+    N ≫ D (``ẐẐᵀ`` has trace N and, its rows being centred, rank below D). Pass the rows that vary (constant rows have
+    no correlation). NaN when fewer than 2 rows remain.
+    """
+    if n_rows < 2:
+        return math.nan
+    squares = float(row_gram.to(torch.float64).square().sum())
+    mean_square = max(squares - n_rows, 0.0) / (n_rows * (n_rows - 1))
+    return min(math.sqrt(mean_square), 1.0)
+
+
+def dimcorr_from_covariance(covariance: torch.Tensor, varies: torch.Tensor | None = None) -> float:
+    """DimCorr: root mean square of the off-diagonal Pearson correlations between feature dimensions.
+
+    Not the paper's ODCorr (that one correlates samples): the orthogonal direction, which the
+    paper attributes to earlier work, kept because evalkit reported it as "odcorr" before.
 
     A dimension with zero variance (``varies`` False, or a zero diagonal entry) has no
     correlation, and is left out: the mean runs over the ``d(d - 1)`` ordered pairs of the d
@@ -192,16 +252,20 @@ def alpha_req_from_eigenvalues(eigenvalues: torch.Tensor, rel_tol: float = ALPHA
     return -slope
 
 
-def representation_metrics(embeddings: torch.Tensor | np.ndarray, chunk_rows: int = 8192) -> dict[str, float]:
-    """RankMe, ODCorr and α-ReQ of ``embeddings`` [N, D] (torch or numpy, any float dtype), from one pass.
+def representation_metrics(embeddings: torch.Tensor | np.ndarray,
+                           chunk_rows: int = 8192) -> dict[str, float | int]:
+    """RankMe, ODCorr, DimCorr and α-ReQ of ``embeddings`` [N, D] (torch or numpy, any float dtype), from one pass.
 
-    ``chunk_rows`` bounds the float64 working copy to ``chunk_rows × D``; the results do not
-    depend on it beyond rounding.
+    ``odcorr_excluded`` is a count, not a metric: the samples left out of ODCorr because their
+    embedding has zero variance (all D values equal). ``chunk_rows`` bounds the float64
+    working copies to ``chunk_rows × D`` each; the results do not depend on it beyond rounding.
     """
     moments = second_moments(embeddings, chunk_rows=chunk_rows)
     singular_values = singular_values_from_gram(moments.gram, rank=min(moments.n, moments.gram.shape[0]))
     return {
         "rankme": rankme_from_singular_values(singular_values),
-        "odcorr": odcorr_from_covariance(moments.covariance, moments.varies),
+        "odcorr": odcorr_from_row_gram(moments.row_gram, moments.n - moments.constant_rows),
+        "odcorr_excluded": moments.constant_rows,
+        "dimcorr": dimcorr_from_covariance(moments.covariance, moments.varies),
         "alpha_req": alpha_req_from_eigenvalues(torch.linalg.eigvalsh(moments.covariance)),
     }

@@ -77,11 +77,19 @@ _add("auroc_macro", True, 0.0, 1.0, f"{_CLASSIFICATION}.auroc_macro",
 _SEGMENTATION = "evalkit.metrics.segmentation.segmentation_scores"
 _add("dice", True, 0.0, 1.0, _SEGMENTATION, "Dice over the foreground classes, pixels pooled over the split")
 _add("miou", True, 0.0, 1.0, _SEGMENTATION, "IoU over the foreground classes, pixels pooled over the split")
+_add("dice_nucleus", True, 0.0, 1.0, "evalkit.metrics.segmentation.dice_nucleus",
+     "binary Dice of any foreground class vs background, pixels pooled over the split")
+_add("dice_per_image", True, 0.0, 1.0, "evalkit.metrics.segmentation.dice_per_image",
+     "Dice per image over its foreground classes, averaged over images (MONAI's DiceMetric, eva)")
 _REPRESENTATION = "evalkit.metrics.representation"
 _add("rankme", True, 1.0, None, f"{_REPRESENTATION}.rankme_from_singular_values",
      "effective rank of the embeddings (Garrido et al. 2023)")
-_add("odcorr", False, 0.0, 1.0, f"{_REPRESENTATION}.odcorr_from_covariance",
-     "root mean square off-diagonal correlation (kaiko.ai et al. 2024)")
+_add("odcorr", False, 0.0, 1.0, f"{_REPRESENTATION}.odcorr_from_row_gram",
+     "root mean square correlation between the embeddings of different samples (kaiko.ai et al. 2024, eq. 1)")
+_add("odcorr_excluded", None, 0.0, None, f"{_REPRESENTATION}.standardise_rows",
+     "samples left out of ODCorr because their embedding has zero variance (a count, not ranked)")
+_add("dimcorr", False, 0.0, 1.0, f"{_REPRESENTATION}.dimcorr_from_covariance",
+     "root mean square correlation between different embedding dimensions (not the paper's ODCorr)")
 _add("alpha_req", None, None, None, f"{_REPRESENTATION}.alpha_req_from_eigenvalues",
      "eigenspectrum decay exponent (Agrawal et al. 2022); best near 1, not ranked")
 

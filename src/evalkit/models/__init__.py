@@ -1,14 +1,23 @@
-"""Model adapters: one front door, :func:`create_model`, over the ``MODELS`` registry."""
+"""Model adapters: one front door, :func:`create_model`, over the ``MODELS`` registry.
 
-from typing import Any
+The classes are imported on first access (:mod:`evalkit.lazy`): the command line imports this
+package for its registry, and an adapter module imports torch.
+"""
 
-from evalkit.models.base import Backbone, ModelSpec, Preprocessing
-from evalkit.models.huggingface_model import HuggingFaceModel
-from evalkit.models.lejepa import LeJEPAModel
-from evalkit.models.local_checkpoint import LocalCheckpointModel
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from evalkit.lazy import lazy_exports
 from evalkit.models.registry import MODELS
-from evalkit.models.timm_model import TimmModel
-from evalkit.models.torchvision_model import TorchvisionModel
+
+if TYPE_CHECKING:
+    from evalkit.models.base import ModelSpec
+
+_EXPORTS = {"Backbone": "base", "HuggingFaceModel": "huggingface_model", "LeJEPAModel": "lejepa",
+            "LocalCheckpointModel": "local_checkpoint", "ModelSpec": "base", "Preprocessing": "base",
+            "TimmModel": "timm_model", "TorchvisionModel": "torchvision_model"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 def create_model(adapter: str, **kwargs: Any) -> ModelSpec:
@@ -16,5 +25,4 @@ def create_model(adapter: str, **kwargs: Any) -> ModelSpec:
     return MODELS.get(adapter)(**kwargs)
 
 
-__all__ = ["MODELS", "Backbone", "HuggingFaceModel", "LeJEPAModel", "LocalCheckpointModel", "ModelSpec", "Preprocessing",
-           "TimmModel", "TorchvisionModel", "create_model"]
+__all__ = ["MODELS", "create_model", *_EXPORTS]

@@ -13,20 +13,22 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torchvision.transforms import v2 as T
 
 from evalkit.errors import EvalkitError
 from evalkit.paths import checked_name, safe_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                  "nearest": T.InterpolationMode.NEAREST}
+# torchvision's InterpolationMode values. torchvision is imported in transform() alone (not even under
+# TYPE_CHECKING, which jsonargparse executes): it costs a second (torch._dynamo), and a predict whose caches
+# are complete never transforms an image.
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @dataclass(frozen=True)
@@ -48,17 +50,20 @@ class Preprocessing:
         if self.input_size < 1 or (self.resize_size is not None and self.resize_size < 1):
             raise EvalkitError(f"preprocessing sizes must be at least 1, got input_size {self.input_size}, "
                                f"resize_size {self.resize_size}")
-        if self.interpolation not in _INTERPOLATION:
+        if self.interpolation not in _INTERPOLATIONS:
             raise EvalkitError(f"preprocessing.interpolation '{self.interpolation}' is not one of "
-                               f"{', '.join(_INTERPOLATION)}")
+                               f"{', '.join(_INTERPOLATIONS)}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise EvalkitError(f"preprocessing mean and std take 3 values (RGB), std > 0; got mean {list(self.mean)}, "
                                f"std {list(self.std)}")
 
-    def transform(self) -> T.Compose:
+    def transform(self) -> nn.Module:
+        """The input transform: a torchvision ``v2.Compose`` (an ``nn.Module``) from image to normalised tensor."""
+        from torchvision.transforms import v2 as T
+
         return T.Compose([
             T.ToImage(),
-            T.Resize(self.resize_size or self.input_size, interpolation=_INTERPOLATION[self.interpolation],
+            T.Resize(self.resize_size or self.input_size, interpolation=T.InterpolationMode(self.interpolation),
                      antialias=True),
             T.CenterCrop(self.input_size),
             T.ToDtype(torch.float32, scale=True),
@@ -195,6 +200,13 @@ class ModelSpec:
             if path:
                 payload[f"path:{attr}"] = os.path.normpath(str(path))
         return _sha256_json(payload)
+
+
+def package_version(package: str) -> str:
+    """The installed version of ``package`` without its local part (``0.29.1+cu130`` -> ``0.29.1``), as the
+    fingerprint of a random-init model records it; read from the package's metadata, because importing timm
+    or torchvision to ask would cost seconds in a predict whose caches are complete."""
+    return metadata.version(package).split("+")[0]
 
 
 def _sha256_json(payload: dict[str, Any]) -> str:

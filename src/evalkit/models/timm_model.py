@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.models.base import Backbone, ModelSpec, Preprocessing
+from evalkit.models.base import Backbone, ModelSpec, Preprocessing, package_version
 from evalkit.models.checkpoint import load_strict, no_code_loads, read_state_dict, remap_keys, unreadable
 from evalkit.models.registry import MODELS
 
@@ -87,9 +87,7 @@ class TimmModel(ModelSpec):
                "checkpoint_key": self.checkpoint_key, "prefix_map": self.prefix_map,
                "model_kwargs": self.model_kwargs}
         if not cfg["pretrained"] and not self.checkpoint_path:
-            import timm
-
-            cfg.update(seed=self.seed, timm=timm.__version__, torch=torch.__version__.split("+")[0])
+            cfg.update(seed=self.seed, timm=package_version("timm"), torch=torch.__version__.split("+")[0])
         return cfg
 
     def build(self) -> Backbone:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from evalkit.errors import EvalkitError
-from evalkit.models.base import Backbone, ModelSpec, ModuleBackbone, Preprocessing
+from evalkit.models.base import Backbone, ModelSpec, ModuleBackbone, Preprocessing, package_version
 from evalkit.models.checkpoint import load_strict, no_code_loads, probe_weights_file, read_state_dict, remap_keys
 from evalkit.models.registry import MODELS
 
@@ -56,11 +56,9 @@ class TorchvisionModel(ModelSpec):
         return f"tv-{self.model_name}{suffix}"
 
     def config(self) -> dict[str, Any]:
-        import torchvision
-
         cfg: dict[str, Any] = {"model_name": self.model_name, "weights": self.weights, "prefix_map": self.prefix_map}
         if not self.weights and not self.checkpoint_path:
-            cfg.update(seed=self.seed, torchvision=torchvision.__version__.split("+")[0])
+            cfg.update(seed=self.seed, torchvision=package_version("torchvision"))
         return cfg
 
     def build(self) -> Backbone:

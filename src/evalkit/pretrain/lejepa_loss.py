@@ -71,6 +71,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from evalkit.errors import EvalkitError
+from evalkit.pretrain.objectives import OBJECTIVES, Objective
 
 LEJEPA_LAMBDA = 0.05  # λ: the paper's recommendation; the reference repo's scripts/launch_*_ablation.md use it
 SIGREG_DIRECTIONS = 1024  # M: the paper's experiments; the reference README's num_slices=1024
@@ -194,7 +195,8 @@ def prediction_loss(proj: Tensor, num_global: int) -> Tensor:
         return (z - z[:num_global].mean(dim=0)).square().mean()
 
 
-class LeJEPALoss(nn.Module):
+@OBJECTIVES.register("lejepa")
+class LeJEPALoss(Objective):
     """``(1 - lam) · prediction + lam · SIGReg`` over projected embeddings of shape [V, B, K].
 
     Stack the views as ``torch.cat([global_proj, local_proj])``, with the global views first.
@@ -208,6 +210,8 @@ class LeJEPALoss(nn.Module):
         num_knots: trapezoid knots on [-t_max, t_max], odd (33: 17 evaluated; see the module docstring).
         t_max: the integral runs over [-t_max, t_max] (5, as in the paper).
     """
+
+    name = "lejepa"
 
     def __init__(
         self,

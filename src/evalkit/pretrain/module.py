@@ -1,5 +1,6 @@
-"""LeJEPA as a LightningModule: Lightning gives devices, DDP over GPUs and nodes, bf16,
-checkpoints with resume and logging; the module holds only the method."""
+"""Pretraining as a LightningModule: Lightning gives devices, DDP over GPUs and nodes, bf16,
+checkpoints with resume and logging; the module holds only the method: a backbone with a
+projector, trained by one objective of :data:`evalkit.pretrain.objectives.OBJECTIVES`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import lightning as L
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.pretrain.lejepa_loss import LeJEPALoss
 from evalkit.pretrain.model import LeJEPANetwork
+from evalkit.pretrain.objectives import Objective, create_objective
 
 # A resumed run restores the optimiser's learning rate, so a lower one needs a fresh run.
 _WHAT_TO_DO = ("lower --optim.lr or raise --optim.warmup_steps and train afresh (another --trainer.output_dir), "
@@ -37,23 +38,21 @@ class OptimConfig:
     Args:
         lr: peak learning rate; weight_decay: AdamW's.
         warmup_steps: linear warmup from 0; max_epochs: the cosine runs to the end of the last epoch.
-        lam: LeJEPA's trade-off λ between prediction and SIGReg.
-        num_directions: SIGReg's random directions per step.
     """
 
     lr: float = 5e-4
     weight_decay: float = 0.05
     warmup_steps: int = 100
-    lam: float = 0.05
-    num_directions: int = 1024
 
 
-class LeJEPAModule(L.LightningModule):
-    def __init__(self, model: dict, optim: dict, num_global: int) -> None:
+class PretrainingModule(L.LightningModule):
+    """Backbone + projector trained by ``objective`` (``{"name": registry name, "settings": its arguments}``)."""
+
+    def __init__(self, model: dict, optim: dict, num_global: int, objective: dict) -> None:
         super().__init__()
-        self.save_hyperparameters()  # the checkpoint says which backbone it holds (for the model adapter)
+        self.save_hyperparameters()  # the checkpoint says which backbone and objective it holds
         self.network = LeJEPANetwork(model["backbone"], model["proj_hidden_dim"], model["proj_dim"])
-        self.loss = LeJEPALoss(lam=optim["lam"], num_directions=optim["num_directions"])
+        self.loss = create_objective(objective["name"], **objective["settings"])
         self.num_global = num_global
 
     def training_step(self, views: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -62,8 +61,8 @@ class LeJEPAModule(L.LightningModule):
             total, parts = self.loss(proj.float(), self.num_global, self.global_step)
         self._stop_unless_finite(total)
         self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
-        self.log("train/prediction", parts["prediction"], on_step=True, on_epoch=True, sync_dist=True)
-        self.log("train/sigreg", parts["sigreg"], on_step=True, on_epoch=True, sync_dist=True)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=True, sync_dist=True)
         return total
 
     def _stop_unless_finite(self, total: torch.Tensor) -> None:
@@ -71,7 +70,7 @@ class LeJEPAModule(L.LightningModule):
         would spread NaN through every weight. Agreed over ranks, so that all stop together."""
         finite = bool(torch.isfinite(total.detach()))
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            raise EvalkitError(f"the LeJEPA loss is not finite (NaN or inf) at step {self.global_step}, stopped; "
+            raise EvalkitError(f"the {self.loss.name} loss is not finite (NaN or inf) at step {self.global_step}, stopped; "
                                f"the checkpoints so far are kept; {_WHAT_TO_DO}")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -79,7 +78,7 @@ class LeJEPAModule(L.LightningModule):
         last.ckpt is never overwritten by a corrupt one. Every rank builds the checkpoint, so all agree."""
         finite = all(bool(torch.isfinite(p).all()) for p in self.parameters())
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            raise EvalkitError(f"the LeJEPA weights are not finite (NaN or inf) at step {self.global_step}, not "
+            raise EvalkitError(f"the weights are not finite (NaN or inf) at step {self.global_step}, not "
                                f"saved; the checkpoints so far are kept; {_WHAT_TO_DO}")
 
     def configure_optimizers(self):
@@ -100,5 +99,6 @@ class LeJEPAModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def module_from(model: ModelConfig, optim: OptimConfig, num_global: int) -> LeJEPAModule:
-    return LeJEPAModule(asdict(model), asdict(optim), num_global)
+def module_from(model: ModelConfig, optim: OptimConfig, num_global: int, objective: Objective) -> PretrainingModule:
+    return PretrainingModule(asdict(model), asdict(optim), num_global,
+                             {"name": objective.name, "settings": objective.settings()})

@@ -21,6 +21,7 @@ from typing import Callable
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from evalkit.data.wsi import WSIPatches
@@ -28,8 +29,12 @@ from evalkit.errors import EvalkitError, one_line
 from evalkit.pretrain.checkpoints import AtomicCheckpointIO, resume_checkpoint
 from evalkit.pretrain.data import TileImages, ViewsOf, collate_views
 from evalkit.pretrain.module import ModelConfig, OptimConfig, module_from
+from evalkit.pretrain.objectives import Objective, create_objective
 from evalkit.pretrain.views import MultiCropViews, ViewsConfig
 from evalkit.runtime import on_gpu, progress_bars
+
+
+INITIAL_CHECKPOINT = "init.ckpt"
 
 
 @dataclass
@@ -120,14 +125,27 @@ def _checkpointing(folder: Path, every: int) -> list:
     kept = ModelCheckpoint(dirpath=folder, filename="epoch={epoch:03d}", auto_insert_metric_name=False,
                            every_n_epochs=every, save_top_k=-1, save_last=every == 1)
     if every == 1:
-        return [kept]
+        return [kept, _InitialCheckpoint(folder)]
     return [kept, ModelCheckpoint(dirpath=folder, filename="last", every_n_epochs=1, save_top_k=1,
-                                  enable_version_counter=False)]
+                                  enable_version_counter=False), _InitialCheckpoint(folder)]
+
+
+class _InitialCheckpoint(Callback):
+    """``init.ckpt``: the weights before the first step, the sweep's epoch-0 (random init) row."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / INITIAL_CHECKPOINT
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0 and not self.path.exists():
+            trainer.save_checkpoint(self.path, weights_only=True)
 
 
 def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, optim: OptimConfig,
-                    trainer: TrainerConfig, log: Callable[[str], None] = print) -> Path:
-    """Train; returns the checkpoint folder."""
+                    trainer: TrainerConfig, objective: Objective | None = None,
+                    log: Callable[[str], None] = print) -> Path:
+    """Train with ``objective`` (default: LeJEPA with its defaults); returns the checkpoint folder."""
+    objective = objective if objective is not None else create_objective("lejepa")
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     L.seed_everything(trainer.seed, workers=True, verbose=False)
@@ -164,7 +182,8 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
                            f"{trainer.strategy}): {one_line(exc)}") from None
     if ckpt_path:
         log(f"resuming from {resume}")
-    log(f"pretraining {model.backbone} with LeJEPA on {len(dataset)} images per epoch, "  # type: ignore[arg-type]
+    log(f"pretraining {model.backbone} with {objective.name} ({objective.settings()}) on {len(dataset)} images per "  # type: ignore[arg-type]
+        "epoch, "
         f"{views.n_global}x{views.global_size}px + {views.n_local}x{views.local_size}px views -> {output}")
     # Lightning's CSVLogger starts metrics.csv afresh; a resumed run keeps the earlier rows.
     earlier = output / "metrics.csv"
@@ -172,7 +191,7 @@ def run_pretraining(model: ModelConfig, views: ViewsConfig, data: DataConfig, op
     if ckpt_path and earlier.is_file():
         earlier.rename(kept)
     try:
-        pl_trainer.fit(module_from(model, optim, views.n_global), loader, ckpt_path=ckpt_path,
+        pl_trainer.fit(module_from(model, optim, views.n_global, objective), loader, ckpt_path=ckpt_path,
                        **_weights_only(pl_trainer))
     except (KeyboardInterrupt, SystemExit):
         raise EvalkitError(f"interrupted; rerun the same command to resume from {checkpoints}/last.ckpt") from None

@@ -179,21 +179,47 @@ def _representation_section(runs: list[Run]) -> Section | None:
                    ["model", "task/split", *names], rows, sources)
 
 
+def _capped_budgets(section: dict[str, Any]) -> str:
+    """The k-shot budgets some class could not fill, with what those classes gave: ``2, 3 (class 1: 1)``.
+
+    Read from the curve points' ``short_classes`` and ``per_class`` (results.json files written
+    before they existed have neither: nothing is listed).
+    """
+    capped: dict[Any, dict[str, int]] = {}
+    for per_split in section["curves"].values():
+        for by_kind in per_split.values():
+            for point in by_kind.get("shots") or []:
+                short, per_class = point.get("short_classes"), point.get("per_class")
+                if isinstance(short, list) and short:
+                    used = per_class if isinstance(per_class, dict) else {}
+                    capped[point["value"]] = {str(c): used.get(str(c), "?") for c in short}
+    if not capped:
+        return ""
+    classes = {c: n for per_class in capped.values() for c, n in per_class.items()}
+    return (", ".join(f"{k:g}" for k in sorted(capped)) + " ("
+            + ", ".join(f"class {c}: {n}" for c, n in sorted(classes.items())) + ")")
+
+
 def _label_efficiency_section(runs: list[Run]) -> Section | None:
     rows, sources = [], []
     for run in runs:
         section = (run.data.get("curves") or {}).get("label_efficiency")
         if not section:
             continue
+        capped = _capped_budgets(section)
         for head, per_split in section["auc"].items():
             for split, by_kind in per_split.items():
                 rows.append([run.label, f"{run.task}/{split}", head,
-                             *(f"{by_kind[kind]:.3f}" if kind in by_kind else "–" for kind in ("shots", "fraction"))])
+                             *(f"{by_kind[kind]:.3f}" if kind in by_kind else "–" for kind in ("shots", "fraction")),
+                             capped])
                 sources.append([run])
     if not rows:
         return None
+    header = ["model", "task/split", "head", "k-shot", "fraction", "k-shot budgets above a class's size (its samples)"]
+    if not any(row[-1] for row in rows):
+        header, rows = header[:-1], [row[:-1] for row in rows]
     return Section("Label efficiency: normalised area under balanced accuracy vs log(labels) (the curve's mean level)",
-                   ["model", "task/split", "head", "k-shot", "fraction"], rows, sources)
+                   header, rows, sources)
 
 
 def _left_out_section(runs: list[Run]) -> Section | None:

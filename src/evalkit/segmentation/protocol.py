@@ -20,7 +20,7 @@ import torch
 from evalkit.runtime import check_torch_device
 from evalkit.errors import EvalkitError
 from evalkit.heads.protocols import cosine_to_zero
-from evalkit.metrics.segmentation import confusion, segmentation_scores
+from evalkit.metrics.segmentation import image_confusions, segmentation_scores
 from evalkit.segmentation.features import SegmentationCache
 from evalkit.segmentation.decoders import SEG_DECODERS, build_decoder
 from evalkit.segmentation.inference import stitch
@@ -105,8 +105,8 @@ def _sizes(cache: SegmentationCache) -> tuple[list[int], list[int]]:
 
 
 def score(predictions: list[torch.Tensor], cache: SegmentationCache, class_names: list[str]) -> dict[str, float]:
-    counts = sum(confusion(p, t, len(class_names)) for p, t in zip(predictions, cache.full_masks))
-    return segmentation_scores(counts, class_names)
+    """Every segmentation metric of the stitched ``predictions`` against the grid's full label maps."""
+    return segmentation_scores(image_confusions(predictions, cache.full_masks, len(class_names)), class_names)
 
 
 def _seeded_decoder(train: SegmentationCache, num_classes: int, cfg: SegmentationConfig, seed: int):

@@ -1,17 +1,14 @@
-"""Uncertainty and significance of reported metrics: bootstrap intervals, paired tests, rankings."""
+"""Uncertainty and significance of reported metrics: bootstrap intervals, paired tests, rankings.
 
-from evalkit.stats.bootstrap import bootstrap_ci, bootstrap_weights, weighted_metrics
-from evalkit.stats.paired import consensus_predictions, mcnemar, paired_bootstrap
-from evalkit.stats.ranking import cliques, friedman, nemenyi_critical_difference
+The functions are imported on first access (:mod:`evalkit.lazy`): the command line imports
+:mod:`evalkit.stats.config` without torch.
+"""
 
-__all__ = [
-    "bootstrap_ci",
-    "bootstrap_weights",
-    "cliques",
-    "consensus_predictions",
-    "friedman",
-    "mcnemar",
-    "nemenyi_critical_difference",
-    "paired_bootstrap",
-    "weighted_metrics",
-]
+from evalkit.lazy import lazy_exports
+
+_EXPORTS = {"bootstrap_ci": "bootstrap", "bootstrap_weights": "bootstrap", "cliques": "ranking",
+            "consensus_predictions": "paired", "friedman": "ranking", "mcnemar": "paired",
+            "nemenyi_critical_difference": "ranking", "paired_bootstrap": "paired", "weighted_metrics": "bootstrap"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = list(_EXPORTS)
