@@ -140,13 +140,12 @@ def _head_probs(head: str, subsets: list[Subset], train: Split, evaluate: dict[s
 
 
 def _describe(kind: str, value: float, subsets: list[Subset]) -> str:
-    """The log line of one budget: its labels, and the classes a k-shot budget had to leave short."""
+    """The log line of one budget: its draws and labels, and the classes a k-shot budget had to leave short."""
     first = subsets[0]
-    text = f"{kind} {value} ({first.n} labels)"
+    text = f"{kind} {value} x {len(subsets)} draws ({first.n} labels"
     if first.short_classes:
-        short = ", ".join(f"class {c} has {first.per_class[c]}" for c in first.short_classes)
-        text += f", capped: {short}"
-    return text
+        text += "; capped: " + ", ".join(f"class {c} has {first.per_class[c]}" for c in first.short_classes)
+    return text + ")"
 
 
 def label_efficiency(train: Split, val: Split, evaluate: dict[str, Split], num_classes: int,
@@ -167,7 +166,7 @@ def label_efficiency(train: Split, val: Split, evaluate: dict[str, Split], num_c
             if s.n <= IDS_LISTED_UP_TO:
                 record["ids"] = [train_ids[i] for i in s.indices.tolist()]
             subsets_out.append(record)
-        log(f"  label efficiency: {_describe(kind, value, subsets)} x {cfg.draws} draws")
+        log(f"  label efficiency: {_describe(kind, value, subsets)}")
     every = [s for subsets in drawn.values() for s in subsets]
     distinct = len({_key(s) for s in every})
     log(f"  label efficiency: {len(every)} draws, {distinct} distinct subsets; heads {', '.join(cfg.heads)}")

@@ -180,24 +180,28 @@ def _representation_section(runs: list[Run]) -> Section | None:
 
 
 def _capped_budgets(section: dict[str, Any]) -> str:
-    """The k-shot budgets some class could not fill, with what those classes gave: ``2, 3 (class 1: 1)``.
+    """The k-shot budgets some class could not fill, with what those classes gave: ``2, 3 (1 in class 1)``.
 
     Read from the curve points' ``short_classes`` and ``per_class`` (results.json files written
     before they existed have neither: nothing is listed).
     """
-    capped: dict[Any, dict[str, int]] = {}
+    budgets: set[float] = set()
+    given: dict[str, str] = {}  # class id -> samples it gave
     for per_split in section["curves"].values():
         for by_kind in per_split.values():
             for point in by_kind.get("shots") or []:
                 short, per_class = point.get("short_classes"), point.get("per_class")
                 if isinstance(short, list) and short:
+                    budgets.add(point["value"])
                     used = per_class if isinstance(per_class, dict) else {}
-                    capped[point["value"]] = {str(c): used.get(str(c), "?") for c in short}
-    if not capped:
+                    given.update({str(c): str(used.get(str(c), "?")) for c in short})
+    if not budgets:
         return ""
-    classes = {c: n for per_class in capped.values() for c, n in per_class.items()}
-    return (", ".join(f"{k:g}" for k in sorted(capped)) + " ("
-            + ", ".join(f"class {c}: {n}" for c, n in sorted(classes.items())) + ")")
+    by_count: dict[str, list[str]] = defaultdict(list)
+    for c, n in sorted(given.items(), key=lambda item: (len(item[0]), item[0])):
+        by_count[n].append(c)
+    counts = "; ".join(f"{n} in class{'es' if len(cs) > 1 else ''} {', '.join(cs)}" for n, cs in by_count.items())
+    return ", ".join(f"{k:g}" for k in sorted(budgets)) + f" ({counts})"
 
 
 def _label_efficiency_section(runs: list[Run]) -> Section | None:
