@@ -70,13 +70,15 @@ PRETRAIN_CFG := configs/pretrain/lejepa_resnet18_pcam.yaml
 LEJEPA_RUN := runs/pretrain/lejepa_resnet18_pcam
 SIMCLR_RUN := runs/pretrain/simclr_resnet18_pcam
 PRETRAIN_OUT := results/pretrain/resnet18_pcam
+SWEPT := $(LEJEPA_RUN)/sweep/results/pcam_demo
 pretrained-checkpoint: $(STAMP)
 	rm -rf $(LEJEPA_RUN)
 	$(BIN)/evalkit pretrain --config $(PRETRAIN_CFG)
 	$(BIN)/python -m evalkit.pretrain.export $(LEJEPA_RUN)/checkpoints/last.ckpt data/models/lejepa_resnet18_pcam.ckpt
 
 # The evidence that pretraining learns (after `make pretrained-checkpoint`): the checkpoint sweep on the
-# PCam demo task (random init first), and SimCLR with the same data, views, network and schedule.
+# PCam demo task (random init first), SimCLR with the same data, views, network and schedule, and the
+# two last checkpoints against their random init in one report with paired tests.
 results-pretrain: $(STAMP)
 	rm -rf $(SIMCLR_RUN) $(LEJEPA_RUN)/sweep
 	$(BIN)/evalkit pretrain --config $(PRETRAIN_CFG) --objective SimCLRLoss --trainer.output_dir $(SIMCLR_RUN)
@@ -85,6 +87,8 @@ results-pretrain: $(STAMP)
 	rm -rf $(PRETRAIN_OUT) && mkdir -p $(PRETRAIN_OUT)/lejepa $(PRETRAIN_OUT)/simclr
 	cp $(LEJEPA_RUN)/loss_curve.png $(LEJEPA_RUN)/metrics.csv $(LEJEPA_RUN)/sweep.md $(LEJEPA_RUN)/sweep.csv $(PRETRAIN_OUT)/lejepa/
 	cp $(SIMCLR_RUN)/loss_curve.png $(SIMCLR_RUN)/metrics.csv $(SIMCLR_RUN)/sweep.md $(SIMCLR_RUN)/sweep.csv $(PRETRAIN_OUT)/simclr/
+	$(BIN)/evalkit report $(SWEPT)/lejepa-lejepa_resnet18_pcam-init $(SWEPT)/lejepa-lejepa_resnet18_pcam-epoch019 \
+	    $(SIMCLR_RUN)/sweep/results/pcam_demo/lejepa-simclr_resnet18_pcam-epoch019 --output_dir $(PRETRAIN_OUT)/lejepa_vs_simclr
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
