@@ -13,6 +13,8 @@ import h5py
 import numpy as np
 import yaml
 
+from evalkit.env import EVA_ALIASES, EVA_IGNORED
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 DATA = REPO / "data"
@@ -24,10 +26,10 @@ RESNET_RANDOM = CONFIGS / "models" / "resnet50_random.yaml"
 VIT_TINY = CONFIGS / "models" / "vit_tiny_patch16_224_random.yaml"
 CRC_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
 
-# Every environment variable evalkit reads; tests start from none of them set.
+# Every environment variable evalkit reads (eva's included, docs/coming_from_eva.md); tests start from none of them set.
 EVALKIT_ENV = ("DATA_ROOT", "EMBEDDINGS_ROOT", "RESULTS_ROOT", "N_RUNS", "MAX_STEPS", "BATCH_SIZE", "NUM_WORKERS",
                "ACCELERATOR", "DEVICES", "TRAIN_H5", "VAL_H5", "TEST_H5", "EVALKIT_FAULT_AFTER_BATCHES",
-               "EVALKIT_TRUST_CODE")
+               "EVALKIT_TRUST_CODE", "PREDICT_BATCH_SIZE", "MODEL_NAME", *EVA_ALIASES, *EVA_IGNORED)
 
 
 def write_yaml(path: Path, content: dict[str, Any]) -> Path:
@@ -103,7 +105,11 @@ def h5_tree(path: Path) -> dict[str, Any]:
 def assert_same_cache(a: Path, b: Path, ignore_attrs: tuple[str, ...] = ()) -> None:
     """Two cache files hold the same datasets (every one, recursively: ``embeddings``, ``features/<i>``,
     ``full_masks/<j>``, ...) with bit-identical values, dtypes and shapes, and identical attributes
-    (the file's and every dataset's), ``ignore_attrs`` of the file aside."""
+    (the file's and every dataset's), ``ignore_attrs`` of the file aside, and always ``embedding_cost``: it
+    measures the run (seconds, memory), not what the file holds."""
+    from evalkit.embed.cost import COST_ATTR
+
+    ignore_attrs = (*ignore_attrs, COST_ATTR)
     x, y = h5_tree(a), h5_tree(b)
     assert sorted(x) == sorted(y), f"{a} and {b} hold different datasets"
     assert len(x) > 1, f"{a} holds no datasets"

@@ -13,6 +13,7 @@ import re
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from argparse import ArgumentError
 from typing import TYPE_CHECKING, Any, Callable
@@ -22,11 +23,12 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from evalkit import __version__
 from evalkit.data import DATASETS
-from evalkit.env import env_str
+from evalkit.env import env_int, env_str, eva_data_root_warning, eva_warning, model_from_env
 from evalkit.errors import EvalkitError, one_line
 from evalkit.evaluations import EVALUATIONS, get_evaluation
 from evalkit.models import MODELS
-from evalkit.preparse import chosen_evaluation, model_config_positions, with_class_paths, without_configs
+from evalkit.preparse import (chosen_evaluation, model_addresses, model_positions, route_addressed, split_model_flags,
+                              with_class_paths, without_models)
 from evalkit.stats.config import StatsConfig
 
 if TYPE_CHECKING:
@@ -39,13 +41,13 @@ if TYPE_CHECKING:
 COMMANDS = {
     "predict": "Embed a task's images with a model into the HDF5 cache.",
     "fit": "Run the task's evaluation on cached features and write the run record (results.json).",
-    "predict_fit": "predict, then fit; with several model configs, compare them in one table.",
+    "predict_fit": "predict, then fit; with several models (config files or --model NAME), compare them in one table.",
     "report": "Tables (Markdown, CSV, HTML) and plots of models x tasks from results.json files.",
     "regress": "Compare results with a baseline (earlier run or published CSV); exit 1 on any regression.",
     "pretrain": "LeJEPA self-supervised pretraining on tiles and whole-slide images (`--config configs/pretrain/*.yaml`).",
     "sweep": "Evaluate every kept checkpoint of a pretraining run with predict_fit: one table of loss, RankMe, ODCorr "
              "and probe accuracy.",
-    "models": "List the model adapters (`evalkit models list`).",
+    "models": "List the model adapters and presets (`evalkit models list [--format table|csv|markdown]`).",
     "evaluations": "List the evaluations and their option groups (`evalkit evaluations list`).",
     "data": "Check a task's dataset against the official layout and counts (`evalkit data check`).",
 }
@@ -85,6 +87,9 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
         return parser
     if command in ("models", "evaluations"):
         parser.add_argument("action", choices=["list"], help="what to do")
+        if command == "models":
+            parser.add_argument("--format", choices=["table", "csv", "markdown"], default="table",
+                                help="table (120 columns), csv or markdown")
         return parser
     if command == "pretrain":
         from jsonargparse import lazy_instance
@@ -109,7 +114,7 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
 
         add_arguments(parser)
         return parser
-    from evalkit.embed.config import EmbedConfig
+    from evalkit.embed.config import PRECISIONS, EmbedConfig
     from evalkit.models import ModelSpec
     from evalkit.task import Task
 
@@ -130,7 +135,8 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
                         help="where the embedding cache lives (EMBEDDINGS_ROOT)")
     parser.add_class_arguments(Task, "task", help="the task: dataset and splits (configs/tasks/*.yaml)")
     parser.add_subclass_arguments(ModelSpec, "model", required=command != "fit",
-                                  help="the model adapter (configs/models/*.yaml); `evalkit models list` shows them")
+                                  help="the model: a preset name (--model uni2-h), or an adapter and its arguments "
+                                       "(configs/models/*.yaml); `evalkit models list` shows both")
     parser.add_argument("--evaluation", type=str | None, default=None,
                         help="which of the task's evaluations runs (default: the first of task.evaluations); "
                              "`evalkit evaluations list` shows them")
@@ -140,6 +146,12 @@ def build_parser(command: str, evaluation: type[Evaluation] | None = None) -> Ar
         parser.add_class_arguments(cls, group, help=f"{evaluation.name}: {text}")
     if command in ("predict", "predict_fit"):
         parser.add_class_arguments(EmbedConfig, "embed", help="how the embedding stage runs")
+        batch_size = env_int("PREDICT_BATCH_SIZE")  # eva's name for the embedding batch size
+        if batch_size is not None:
+            parser.set_defaults({"embed.batch_size": batch_size})
+    if command == "fit":
+        parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                            help="fit the cache embedded with this --embed.precision (each precision has its own)")
     if command in ("fit", "predict_fit"):
         parser.add_argument("--results_root", type=str, default=env_str("RESULTS_ROOT"),
                             help="where results.json files go (RESULTS_ROOT)")
@@ -160,6 +172,23 @@ def _init_options(class_path: str) -> list[str]:
     except (ImportError, AttributeError, TypeError, ValueError):
         return []
     return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _wrong_value(message: str) -> tuple[str, str, str] | None:
+    """``(option, expected type, value given)`` when jsonargparse refused a value of an option of a config class
+    (the innermost class of the message) for its type."""
+    problems = list(re.finditer(r"Problem with given class_path '[\w.]+':\s*Parser key \"(\w+)\":", message))
+    if not problems:
+        return None
+    segment = message[problems[-1].end():]
+    types = [t for t in re.findall(r"Expected a (<class '[\w.]+'>|typing\.Literal\[[^\]]*\])", segment)
+             if "NoneType" not in t]
+    got = re.search(r"(?:Got value|Given value): (.*)", segment)
+    if not types or got is None:
+        return None
+    shown = [re.sub(r"<class '(?:builtins\.)?([\w.]+)'>", r"\1", t) for t in types]
+    shown = ["one of " + ", ".join(re.findall(r"'([^']*)'", t)) if t.startswith("typing.Literal") else t for t in shown]
+    return problems[-1].group(1), " or ".join(shown), got.group(1).strip()
 
 
 def _parse_error(command: str, message: str, evaluation: type[Evaluation] | None = None) -> EvalkitError:
@@ -183,29 +212,98 @@ def _parse_error(command: str, message: str, evaluation: type[Evaluation] | None
         if owners:
             return EvalkitError(f"--{foreign.group(1)}.* belongs to the evaluation {' / '.join(owners)}, not to this "
                                 f"run's; pick it with --evaluation {owners[0]} (if the task allows it)")
+    key = re.search(r'Parser key "([\w.]+)"', message)  # the outermost: model, task.dataset
+    required = re.search(r"the following arguments are required: ([\w., ]+)", message)
+    if required and owners and key:  # a model or dataset class without one of its required arguments
+        first = required.group(1).split(",")[0].strip()
+        return EvalkitError(f"{owners[-1]} needs {required.group(1).strip()}: set it in the config or with "
+                            f"--{key.group(1)}.{first} (see `evalkit {command} --help`)")
+    wrong = _wrong_value(message)
+    if wrong and owners and key:  # a value of the wrong type for an option of a model or dataset class
+        inner, expected, got = wrong
+        nested = re.findall(r"""NestedArg\(key=['"]([\w.]+)['"]""", message)  # the outermost, whole key comes last
+        return EvalkitError(f"--{key.group(1)}.{nested[-1] if nested else inner}: expected {expected}, got '{got}' "
+                            f"({owners[0]}; see `evalkit {command} --help`)")
     lines = [line.strip(" -") for line in message.splitlines() if line.strip()]
     given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
-    key = re.search(r'Parser key "([\w.]+)"', message)
     if given is not None and key and key.group(1) in ("model", "task.dataset"):
         registry = MODELS if key.group(1) == "model" else DATASETS
         named = re.search(r"""['"]class_path['"]: ['"]([^'"]+)['"]""", given)  # the value is a whole {class_path: ...}
         classes = ", ".join(f"{name} ({cls.__module__.rsplit('.', 1)[0]}.{cls.__name__})" for name, cls in registry.items())
-        return EvalkitError(f"unknown {registry.kind} '{named.group(1) if named else given}' for --{key.group(1)}; "
-                            f"expected a registry name or class_path: {classes}")
+        kind, expected = ("model", "a model preset (`evalkit models list`), or an adapter's") if registry is MODELS \
+            else (registry.kind, "a")
+        return EvalkitError(f"unknown {kind} '{named.group(1) if named else given}' for --{key.group(1)}; "
+                            f"expected {expected} registry name or class_path: {classes}")
     return EvalkitError(f"{'; '.join(lines[:2])} (see `evalkit {command} --help`)")
+
+
+RUN_COMMANDS = ("predict", "fit", "predict_fit")
+
+
+def _parse(command: str, argv: list[str]) -> tuple[ArgumentParser, Namespace, type[Evaluation] | None]:
+    """The parser of ``command`` and ``argv`` parsed by it; jsonargparse's complaint as one line."""
+    # The evaluation is read from the config files themselves (registry names included), before
+    # with_class_paths passes the ones that name a registry entry or preset on as YAML text.
+    evaluation_cls = chosen_evaluation(argv) if command in RUN_COMMANDS else None
+    parser = build_parser(command, evaluation_cls)
+    try:
+        cfg = parser.parse_args(with_class_paths(argv))
+    except ArgumentError as exc:
+        raise _parse_error(command, str(exc), evaluation_cls) from None
+    return parser, cfg, evaluation_cls
+
+
+@dataclass
+class _Run:
+    """A predict, fit or predict_fit run parsed and its config objects built: everything but the work."""
+
+    command: str
+    cfg: Namespace
+    objects: Namespace
+    evaluation: Evaluation
+    config: dict[str, Any]  # the resolved config, saved beside results.json
+
+
+def _prepare(command: str, argv: list[str]) -> _Run:
+    parser, cfg, evaluation_cls = _parse(command, argv)
+    assert evaluation_cls is not None
+    config = _resolved_config(parser, cfg)
+    objects = parser.instantiate_classes(cfg)
+    evaluation = evaluation_cls(**{group: objects[group] for group in evaluation_cls.options if group in objects})
+    return _Run(command, cfg, objects, evaluation, config)
+
+
+def _execute(run: _Run, log: Callable[[str], None]) -> Path | None:
+    """Do the work of a prepared run; returns the results.json it wrote, if any."""
+    from evalkit import pipeline
+    from evalkit.runtime import is_global_zero
+
+    objects, cfg = run.objects, run.cfg
+    timing: dict[str, Any] = {}
+    try:
+        if run.command in ("predict", "predict_fit"):
+            _warn(eva_data_root_warning(cfg.data_root, objects.task.dataset, objects.task.train_split))
+            start = time.perf_counter()
+            caches = pipeline.predict(objects.task, objects.model, run.evaluation, cfg.data_root, cfg.embeddings_root,
+                                      objects.embed, log)
+            timing["embed_s"] = round(time.perf_counter() - start, 3)
+            timing["embed_reused"] = all(c.reused for c in caches)
+            if not is_global_zero():  # other DDP ranks only help embedding
+                return None
+        if run.command in ("fit", "predict_fit"):
+            precision = objects.embed.precision if run.command == "predict_fit" else cfg.precision
+            return pipeline.fit(objects.task, objects.model, run.evaluation, cfg.embeddings_root, cfg.results_root,
+                                objects.stats, run.config, timing, log, precision)
+        return None
+    except KeyboardInterrupt:
+        raise EvalkitError("interrupted; rerun the same command to resume from the cache") from None
 
 
 def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Path | None:
     """Run one command; returns the results.json it wrote, if any."""
-    # The evaluation is read from the config files themselves (registry names included), before
-    # with_class_paths passes the ones that name a registry entry on as YAML text.
-    evaluation_cls = chosen_evaluation(argv) if command in ("predict", "fit", "predict_fit") else None
-    argv = with_class_paths(argv)
-    parser = build_parser(command, evaluation_cls)
-    try:
-        cfg = parser.parse_args(argv)
-    except ArgumentError as exc:
-        raise _parse_error(command, str(exc), evaluation_cls) from None
+    if command in RUN_COMMANDS:
+        return _execute(_prepare(command, argv), log)
+    parser, cfg, _ = _parse(command, argv)
     try:
         if command == "report":
             from evalkit.report import write_report
@@ -240,9 +338,7 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
             run(cfg, log)
             return None
         if command == "models":
-            for name, cls in MODELS.items():
-                doc = (cls.__doc__ or "").strip().splitlines()[0]
-                print(f"{name:12s} {'evalkit.models.' + cls.__name__:34s} {doc}")
+            print(_models_listing(cfg.format), end="")
             return None
         if command == "evaluations":
             for name, cls in EVALUATIONS.items():
@@ -250,67 +346,176 @@ def _run_single(command: str, argv: list[str], log: Callable[[str], None]) -> Pa
                 groups = ", ".join(f"--{group}.*" for group in cls.options)
                 print(f"{name:14s} {groups:28s} {doc}")
             return None
-        if command == "data":
-            from evalkit.data.check import check_task
+        # data check
+        from evalkit.data.check import check_task
 
-            counts, unreadable = check_task(parser.instantiate_classes(cfg).task, cfg.data_root, cfg.decode, print,
-                                            cfg.max_image_pixels)
-            if unreadable:
-                raise EvalkitError(f"{len(unreadable)} unreadable file(s) in {cfg.task.name}: {unreadable[0]}")
-            if counts:
-                raise EvalkitError(f"{len(counts)} count(s) in {cfg.task.name} differ from the official ones, first "
-                                   f"{counts[0]}; pass --task.dataset.allow_subset true if this is a subset on purpose")
-            print("ok")
-            return None
-        config = _resolved_config(parser, cfg)
-        objects = parser.instantiate_classes(cfg)
-        from evalkit import pipeline
-        from evalkit.runtime import is_global_zero
-
-        evaluation = evaluation_cls(**{group: objects[group] for group in evaluation_cls.options if group in objects})
-        timing: dict[str, Any] = {}
-        if command in ("predict", "predict_fit"):
-            start = time.perf_counter()
-            caches = pipeline.predict(objects.task, objects.model, evaluation, cfg.data_root, cfg.embeddings_root,
-                                      objects.embed, log)
-            timing["embed_s"] = round(time.perf_counter() - start, 3)
-            timing["embed_reused"] = all(c.reused for c in caches)
-            if not is_global_zero():  # other DDP ranks only help embedding
-                return None
-        if command in ("fit", "predict_fit"):
-            return pipeline.fit(objects.task, objects.model, evaluation, cfg.embeddings_root, cfg.results_root,
-                                objects.stats, config, timing, log)
+        task = parser.instantiate_classes(cfg).task
+        _warn(eva_data_root_warning(cfg.data_root, task.dataset, task.train_split))
+        counts, unreadable = check_task(task, cfg.data_root, cfg.decode, print, cfg.max_image_pixels)
+        if unreadable:
+            raise EvalkitError(f"{len(unreadable)} unreadable file(s) in {cfg.task.name}: {unreadable[0]}")
+        if counts:
+            raise EvalkitError(f"{len(counts)} count(s) in {cfg.task.name} differ from the official ones, first "
+                               f"{counts[0]}; pass --task.dataset.allow_subset true if this is a subset on purpose")
+        print("ok")
         return None
     except KeyboardInterrupt:
         raise EvalkitError("interrupted; rerun the same command to resume from the cache") from None
 
 
+# ---- several models: predict_fit compares them ----
+
 def _compare(argv: list[str], log: Callable[[str], None]) -> None:
-    """predict_fit over several model configs, then one comparison table."""
+    """predict_fit over several models (config files that set ``model``, ``--model NAME`` flags), in the order
+    given, then one comparison table.
+
+    A ``--model.KEY`` flag is refused: it would apply to every model. ``--models.NAME.KEY`` sets KEY of
+    the model NAME (its config file's stem or its ``--model`` value). Every model's config is parsed and
+    its objects built before the first embedding starts, so that a bad setting of the last model stops
+    the command before any work, in one line that names the model.
+    """
     from evalkit.report import write_report
 
-    positions = model_config_positions(argv)
-    if any(arg.startswith("--print_config") for arg in argv):  # one YAML document per model
-        for i, keep in enumerate(positions):
+    argv, loose, addressed = split_model_flags(argv)
+    positions = model_positions(argv)
+    addresses = [model_addresses(argv, position) for position in positions]
+    if loose:
+        key = loose[0][0].partition("=")[0][len("--model."):].removeprefix("init_args.")
+        names = ", ".join(dict.fromkeys(names[-1] for names in addresses))
+        raise EvalkitError(f"--model.{key}: this predict_fit compares {len(positions)} models; say which one with "
+                           f"--models.<name>.{key} (<name>: {names}), or set it in that model's YAML file")
+    routed = route_addressed(addressed, addresses)
+    printing = [arg for arg in argv if arg == "--print_config" or arg.startswith("--print_config=")]
+    argv = [arg for arg in argv if arg not in printing]
+    argvs = [without_models(argv, [p for p in positions if p != keep]) + flags
+             for keep, flags in zip(positions, routed)]
+    runs = []
+    for names, model_argv in zip(addresses, argvs):
+        try:
+            if printing:  # parsed only, as a single --print_config is
+                _parse("predict_fit", model_argv)
+                continue
+            run = _prepare("predict_fit", model_argv)
+            missing = run.objects.model.missing_weights()  # predict would stop there, after the models before it
+            if missing:
+                raise EvalkitError(f"weights not found: {missing[0]}; {run.objects.model.missing_weights_hint}")
+            runs.append(run)
+        except Exception as exc:
+            cause = _user_error(exc)
+            if cause is None:
+                raise
+            # its options are set as --models.NAME.KEY here, not --model.KEY
+            raise EvalkitError(f"model {names[-1]}: " + one_line(cause).replace("--model.", f"--models.{names[-1]}."))\
+                from None
+    if printing:  # one YAML document per model
+        for i, model_argv in enumerate(argvs):
             print("---" if i else "", end="\n" if i else "")
             try:
-                build_parser("predict_fit", chosen_evaluation(argv)).parse_args(
-                    with_class_paths(without_configs(argv, [p for p in positions if p != keep])))
+                _parse("predict_fit", model_argv + printing)
             except SystemExit as exc:  # jsonargparse exits after printing
                 if exc.code not in (0, None):
                     raise
         return
-    paths = []
-    for keep in positions:
-        paths.append(_run_single("predict_fit", without_configs(argv, [p for p in positions if p != keep]), log))
-    evaluation = chosen_evaluation(argv)
-    parser = build_parser("predict_fit", evaluation)
-    first = parser.parse_args(with_class_paths(without_configs(argv, positions[1:])))
-    output = Path(first.results_root) / first.task.name
+    paths = [_execute(run, log) for run in runs]
+    first = runs[0]
+    output = Path(first.cfg.results_root) / first.objects.task.name
     print()
     written = [str(p) for p in paths if p]
-    print(write_report(written, output, evaluation.primary_metric, stats=parser.instantiate_classes(first).stats,
-                       log=log), end="")
+    print(write_report(written, output, first.evaluation.primary_metric, stats=first.objects.stats, log=log), end="")
+
+
+def _check_models(command: str, argv: list[str]) -> None:
+    """Refuse, in one line, what addresses several models in a run that has one."""
+    addressed = next((arg for arg in argv if arg.startswith("--models.")), None)
+    if addressed is not None:
+        raise EvalkitError(f"{addressed.partition('=')[0]}: --models.<name>.KEY addresses one model of a predict_fit "
+                           "comparison; with one model, use --model.KEY")
+    flags = [position for position in model_positions(argv)
+             if argv[position].startswith("--model=") or argv[position - 1] == "--model"]
+    if command in ("predict", "fit") and len(flags) > 1:
+        named = " and ".join(f"--model {argv[p].partition('=')[2] or argv[p]}" for p in flags[:2])
+        raise EvalkitError(f"`evalkit {command}` runs one model, got {named}; compare several with `evalkit "
+                           f"predict_fit`, or run {command} once per model")
+
+
+# ---- evalkit models list ----
+
+def _wrap_paths(text: str, width: int, indent: str) -> list[str]:
+    """``text`` on lines of at most ``width`` columns, broken after a ``/`` or ``, `` (never inside a name)."""
+    lines, line = [], indent
+    for piece in re.findall(r"[^/ ]+/?,? ?|/", text):
+        if len(line) + len(piece.rstrip()) > width and line.strip():
+            lines.append(line.rstrip())
+            line = " " * len(indent)
+        line += piece
+    return lines + [line.rstrip()]
+
+
+def _grouped(paths: list[str]) -> list[str]:
+    """``paths`` with the files of one folder in braces (``DIR/{a,b}``) and the home folder as ``~``."""
+    home = str(Path.home())
+    folders: dict[str, list[str]] = {}
+    for path in paths:
+        folder, _, name = path.rpartition("/")
+        folders.setdefault(folder, []).append(name)
+    shown = [f"{folder}/{names[0]}" if len(names) == 1 else f"{folder}/{{{','.join(names)}}}"
+             for folder, names in folders.items()]
+    return ["~" + p[len(home):] if home != "/" and p.startswith(home + "/") else p for p in shown]
+
+
+def _models_listing(fmt: str) -> str:
+    """The adapters, then every preset: in a 120-column table, or as CSV or Markdown."""
+    import csv
+    import io
+    import textwrap
+
+    from evalkit.models.presets import PRESETS, RANDOM_SUFFIX
+    from evalkit.models.weights import weight_locations
+
+    adapters = [(name, f"evalkit.models.{cls.__name__}", " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()))
+                for name, cls in MODELS.items()]
+    presets = [{"name": name, "dim": str(p.embed_dim), "patch": str(p.patch_size),
+                "params": f"{p.num_params / 1e6:.1f}M", "pooling": p.pooling, "upstream": p.hf_repo or "-",
+                "gated": "yes" if p.gated else "no", "weights": weight_locations(p)} for name, p in PRESETS.items()]
+    for row in presets:  # where the table is read, not parsed: a folder once, its files in braces, ~ for home
+        row["short"] = _grouped(row["weights"]) if fmt != "csv" else row["weights"]
+    note = (f"Every preset also exists as <name>{RANDOM_SUFFIX}: the same architecture and preprocessing, randomly "
+            "initialised (a control). Names match in any case and through aliases (eva's pathology/... names). "
+            "weights: where evalkit looks when the model's weights (--model.weights FILE_OR_DIR) are not given; "
+            "it never downloads.")
+    columns = ["name", "dim", "patch", "params", "pooling", "upstream", "gated"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["kind", *columns, "weights", "class_path", "description"])
+        for name, path, doc in adapters:
+            writer.writerow(["adapter", name, *[""] * (len(columns) - 1), "", path, doc])
+        for row in presets:
+            writer.writerow(["preset", *[row[c] for c in columns], "; ".join(row["weights"]), "", ""])
+        return out.getvalue()
+    if fmt == "markdown":
+        lines = ["| adapter | class_path | description |", "|---|---|---|"]
+        lines += [f"| `{name}` | `{path}` | {doc} |" for name, path, doc in adapters]
+        lines += ["", "| preset | dim | patch | params | pooling | upstream | gated | weights looked for |",
+                  "|---|---:|---:|---:|---|---|---|---|"]
+        lines += [f"| `{r['name']}` | {r['dim']} | {r['patch']} | {r['params']} | {r['pooling']} | {r['upstream']} | "
+                  f"{r['gated']} | {'<br>'.join(f'`{w}`' for w in r['short'])} |" for r in presets]
+        return "\n".join(lines + ["", note]) + "\n"
+    width = 120
+    lines = ["Model adapters (class_path in a model config, or --model NAME):"]
+    for name, path, doc in adapters:
+        lines += textwrap.wrap(doc, width, initial_indent=f"  {name:12s} {path:36s} ", subsequent_indent=" " * 52)
+    lines += ["", "Model presets (--model NAME, or model: NAME in a config):"]
+    widths = {c: max(len(c), *(len(r[c]) for r in presets)) for c in columns}
+    right = {"dim", "patch", "params"}
+    for row in [dict(zip(columns, columns)), *presets]:
+        cells = [row[c].rjust(widths[c]) if c in right else row[c].ljust(widths[c]) for c in columns]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+        if "short" in row:
+            lines += _wrap_paths(", ".join(row["short"]) or "only where --model.weights points (no published "
+                                 "repository to look in)", width, "      weights: ")
+    lines += ["", *textwrap.wrap(note, width)]
+    return "\n".join(lines) + "\n"
 
 
 def _usage() -> str:
@@ -340,8 +545,30 @@ def _user_error(exc: BaseException) -> BaseException | None:
     return exc if "EvalkitError" in str(exc) else None
 
 
+_warned: set[str] | None = None  # the warnings this command has printed (sweep runs main inside main)
+
+
+def _warn(line: str | None) -> None:
+    """A warning on stderr, once per command."""
+    if line and (_warned is None or line not in _warned):
+        if _warned is not None:
+            _warned.add(line)
+        _progress(f"evalkit: warning: {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    global _warned
+    outer = _warned is None
+    if outer:
+        _warned = set()
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        if outer:
+            _warned = None
+
+
+def _main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -355,9 +582,16 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in rest
     log = _progress
     try:
-        if command == "predict_fit" and len(model_config_positions(rest)) > 1:
+        if command in (*RUN_COMMANDS, "data"):
+            _warn(eva_warning())
+        if command in RUN_COMMANDS and not model_positions(rest):
+            named = model_from_env()  # eva's MODEL_NAME, when it names a preset
+            rest = ["--model", named, *rest] if named else rest
+        if command == "predict_fit" and len(model_positions(rest)) > 1:
             _compare(rest, log)
         else:
+            if command in RUN_COMMANDS:
+                _check_models(command, rest)
             _run_single(command, rest, log)
     except BrokenPipeError:  # the reader of a pipe (`| head`) left: nothing more to say
         sys.stderr.close()

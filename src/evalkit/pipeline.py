@@ -29,7 +29,7 @@ def predict(task: Task, model: ModelSpec, evaluation: Evaluation, data_root: str
 
 
 def _locate(task: Task, model: ModelSpec | None, features: dict[str, FeatureSet], predict_options: tuple[str, ...],
-            embeddings_root: str) -> tuple[dict[str, Path], ModelIdentity]:
+            embeddings_root: str, precision: str) -> tuple[dict[str, Path], ModelIdentity]:
     """The cache file of every split, and which model they hold.
 
     Bring-your-own files come from the dataset; otherwise the files are found from the model config
@@ -42,22 +42,24 @@ def _locate(task: Task, model: ModelSpec | None, features: dict[str, FeatureSet]
     if model is None:
         raise EvalkitError(f"task '{task.name}' needs a model to find its features; add --config MODEL.yaml")
     fingerprint, source = model_fingerprint(embeddings_root, model)
-    files = {split: feature_file(embeddings_root, task, model.name, fingerprint, split, feature_set)[1]
+    files = {split: feature_file(embeddings_root, task, model.name, fingerprint, split, feature_set, precision)[1]
              for split, feature_set in features.items()}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
         groups = "".join(f" and --{group}.*" for group in predict_options)
+        same = f" and --embed.precision {precision}" if precision != "fp32" else ""
         raise EvalkitError(f"no feature cache {missing[0]}; run `evalkit predict` with the same task and model"
-                           f"{groups} first")
+                           f"{groups}{same} first")
     return files, ModelIdentity(model.name, fingerprint, source)
 
 
 def fit(task: Task, model: ModelSpec | None, evaluation: Evaluation, embeddings_root: str, results_root: str,
         stats: StatsConfig, config: dict[str, Any], timing: dict[str, Any] | None = None,
-        log: Callable[[str], None] = print) -> Path:
-    """Run ``evaluation`` on the cached features of ``task`` and write one run record; returns its results.json."""
+        log: Callable[[str], None] = print, precision: str = "fp32") -> Path:
+    """Run ``evaluation`` on the cached features of ``task`` that were embedded in ``precision`` (``fp32``,
+    ``bf16``, ``fp16``: each has its own cache) and write one run record; returns its results.json."""
     features = evaluation.features(task)
-    files, identity = _locate(task, model, features, evaluation.predict_options, embeddings_root)
+    files, identity = _locate(task, model, features, evaluation.predict_options, embeddings_root, precision)
     data = {split: features[split].read(path) for split, path in files.items()}
     if identity.name is None:  # bring-your-own embeddings: the files say which model made them
         attrs = data[task.train_split].attrs

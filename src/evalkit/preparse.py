@@ -2,13 +2,16 @@
 
 jsonargparse builds its parser before it reads the config files, yet the parser of ``predict``,
 ``fit`` and ``predict_fit`` depends on the evaluation the configs choose (its option groups), and
-registry names (``class_path: timm``) must become class paths first. Both are read here from the
-config files and flags of ``argv``, the way jsonargparse will read them: later ones win.
+registry names (``class_path: timm``) and model presets (``--model uni2-h``) must become class paths
+first. Both are read here from the config files and flags of ``argv``, the way jsonargparse will read
+them: later ones win. So are the models of a ``predict_fit`` comparison and the flags addressed to one
+of them (``--models.NAME.KEY``).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -81,6 +84,7 @@ def chosen_evaluation(argv: list[str]) -> type[Evaluation]:
 
 
 _REGISTRY_KEYS = {"model": MODELS, "task.dataset": DATASETS}  # where a registry name may stand for a class_path
+PRESET_ADAPTER = "preset"  # the registry name of PresetModel, the adapter of every model preset
 
 
 def _dotted(registry: Any, name: Any) -> Any:
@@ -91,13 +95,38 @@ def _dotted(registry: Any, name: Any) -> Any:
     return name
 
 
+def _adapter_classes() -> set[str]:
+    """The class names of the registered adapters (``TimmModel``): a class name or path names an adapter."""
+    return {cls.__name__ for _, cls in MODELS.items()}
+
+
+def preset_model(value: Any) -> dict[str, Any] | None:
+    """The model config that a ``--model`` value or a config file's ``model: NAME`` stands for when it names a
+    model preset (any case, any alias, ``<name>-random``) and no adapter (``timm``, ``TimmModel``,
+    ``evalkit.models.TimmModel`` win):
+    ``{class_path: PresetModel, init_args: {preset: <the preset's own name>}}``; else None."""
+    from evalkit.models.presets import find_preset  # the first lookup, not the command line's import, loads them
+
+    if not isinstance(value, str) or value in MODELS or value.rpartition(".")[2] in _adapter_classes():
+        return None
+    preset = find_preset(value)
+    if preset is None:
+        return None
+    return {"class_path": _dotted(MODELS, PRESET_ADAPTER), "init_args": {"preset": preset.name}}
+
+
 def with_class_paths(argv: list[str]) -> list[str]:
     """``argv`` with registry names (``class_path: timm``, ``--task.dataset image_folder``) replaced by their
-    dotted class paths: the registries are the front door for configs and the command line alike, and
+    dotted class paths and preset names (``--model uni2-h``, ``model: uni2-h``) by the PresetModel config
+    they stand for: the registries are the front door for configs and the command line alike, and
     jsonargparse then sees only class paths. A config file that names one is passed on as its YAML text."""
     out = list(argv)
     for name, position, value, inline in _options(argv):
         prefix = f"{name}=" if inline else ""
+        preset = preset_model(value) if name == "--model" else None
+        if preset is not None:  # a whole config, so that --model.weights etc. after it still apply
+            out[position] = prefix + json.dumps(preset)
+            continue
         for key, registry in _REGISTRY_KEYS.items():
             if name in (f"--{key}", f"--{key}.class_path"):
                 out[position] = prefix + str(_dotted(registry, value))
@@ -108,8 +137,13 @@ def with_class_paths(argv: list[str]) -> list[str]:
 
 
 def _rename_in_config(content: dict[str, Any]) -> bool:
-    """Replace registry names by class paths in a loaded config; True if any was replaced."""
+    """Replace registry names by class paths, and a preset name in ``model:`` by its config, in a loaded
+    config; True if any was replaced."""
     changed = False
+    preset = preset_model(content.get("model"))
+    if preset is not None:
+        content["model"] = preset
+        changed = True
     for key, registry in _REGISTRY_KEYS.items():
         parent, node = content, None
         *path, last = key.split(".")
@@ -139,17 +173,76 @@ def _dataset_class(class_path: str) -> type | None:
         return None
 
 
-def model_config_positions(argv: list[str]) -> list[int]:
-    """Positions in ``argv`` of the ``--config`` values whose file sets ``model``."""
+# ---- the models of a predict_fit comparison, and the flags addressed to one of them ----
+
+def model_positions(argv: list[str]) -> list[int]:
+    """Positions in ``argv`` of the values that each name one model: a ``--config`` file that sets ``model``,
+    and a ``--model VALUE`` (a preset, registry name or class; ``--model.KEY`` flags are settings of one)."""
     return [position for name, position, value, _ in _options(argv)
-            if name == "--config" and "model" in (_config_content(value) or {})]
+            if name == "--model" or (name == "--config" and "model" in (_config_content(value) or {}))]
 
 
-def without_configs(argv: list[str], drop: list[int]) -> list[str]:
-    """``argv`` without the ``--config`` options whose value positions are in ``drop``."""
+def without_models(argv: list[str], drop: list[int]) -> list[str]:
+    """``argv`` without the ``--config FILE`` and ``--model VALUE`` options whose value positions are in ``drop``."""
     skip: set[int] = set()
     for pos in drop:
         skip.add(pos)
-        if argv[pos] != "--config" and not argv[pos].startswith("--config="):
+        if not argv[pos].startswith(("--config=", "--model=")):
             skip.add(pos - 1)
     return [a for i, a in enumerate(argv) if i not in skip]
+
+
+def model_addresses(argv: list[str], position: int) -> list[str]:
+    """The names that ``--models.NAME.KEY`` may use for the model at ``position``: the stem of its config file
+    (``resnet50_random``), or its ``--model`` value as given and the preset's own name (``uni2-h``)."""
+    from evalkit.models.presets import find_preset
+
+    value = argv[position].partition("=")[2] if argv[position].startswith("--") else argv[position]
+    if argv[position].startswith("--config=") or (position and argv[position - 1] == "--config"):
+        return [Path(value).stem]
+    preset = find_preset(value)
+    return list(dict.fromkeys([value] + ([preset.name] if preset is not None else [])))
+
+
+def split_model_flags(argv: list[str]) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """``(rest, loose, addressed)``: ``argv`` without its ``--model.KEY [VALUE]`` flags (``loose``, each as its
+    tokens) and its ``--models.NAME.KEY [VALUE]`` flags (``addressed``); ``--model VALUE`` stays in ``rest``."""
+    rest: list[str] = []
+    loose: list[list[str]] = []
+    addressed: list[list[str]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        target = loose if arg.startswith("--model.") else addressed if arg.startswith("--models.") else None
+        if target is None:
+            rest.append(arg)
+            i += 1
+            continue
+        n = 1 if "=" in arg or i + 1 == len(argv) or argv[i + 1].startswith("--") else 2
+        target.append(argv[i:i + n])
+        i += n
+    return rest, loose, addressed
+
+
+def route_addressed(addressed: list[list[str]], addresses: list[list[str]]) -> list[list[str]]:
+    """Per model, the ``--model.KEY [VALUE]`` flags that ``--models.NAME.KEY [VALUE]`` flags address to it
+    (``addresses``: the names each model answers to, matched case-insensitively, the longest first)."""
+    routed: list[list[str]] = [[] for _ in addresses]
+    shown = ", ".join(dict.fromkeys(a[-1] for a in addresses))
+    for tokens in addressed:
+        option, sep, value = tokens[0].partition("=")
+        path = option[len("--models."):]
+        matches = [(len(name), i) for i, names in enumerate(addresses) for name in names
+                   if path.lower().startswith(name.lower() + ".") and len(path) > len(name) + 1]
+        if not matches:
+            raise EvalkitError(f"{option}: no model of this comparison answers to that name; address one as "
+                               f"--models.<name>.KEY with <name> one of: {shown}")
+        longest = max(length for length, _ in matches)
+        owners = sorted({i for length, i in matches if length == longest})
+        name = path[:longest]
+        if len(owners) > 1:
+            raise EvalkitError(f"{option}: {len(owners)} models of this comparison answer to '{name}'; put the "
+                               "setting in that model's YAML file instead")
+        key = path[longest + 1:]
+        routed[owners[0]] += [f"--model.{key}{sep}{value}"] if sep else [f"--model.{key}", *tokens[1:]]
+    return routed

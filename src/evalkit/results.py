@@ -130,7 +130,8 @@ def run_record(task: Task, evaluation: Evaluation, identity: ModelIdentity, resu
         "statistics": ({"ci": "percentile bootstrap over the evaluated samples of the mean over runs",
                         "confidence": stats.confidence, "n_resamples": stats.n_resamples, "seed": stats.seed}
                        if result.intervals else {}),
-        "timing": timing,
+        "timing": {**timing, **_seconds_per_head_fit(timing, evaluation.n_runs)},
+        "embedding": embedding_record(data, timing.get("embed_reused")),
         "warnings": warnings,
         "provenance": {
             "fingerprint_source": identity.source,
@@ -141,6 +142,43 @@ def run_record(task: Task, evaluation: Evaluation, identity: ModelIdentity, resu
         },
     }
     return record
+
+
+def _seconds_per_head_fit(timing: dict[str, Any], n_runs: int | None) -> dict[str, float]:
+    """``seconds_per_head_fit``: the fit's seconds, less its label-efficiency curves, per seeded run."""
+    if "fit_s" not in timing or not n_runs:
+        return {}
+    return {"seconds_per_head_fit": round((timing["fit_s"] - timing.get("label_efficiency_s", 0.0)) / n_runs, 4)}
+
+
+def _attr_json(attrs: dict[str, Any], key: str) -> Any:
+    value = attrs.get(key)
+    if isinstance(value, bytes):
+        value = value.decode()
+    try:
+        return json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError:
+        return None
+
+
+def embedding_record(data: dict[str, Any], reused: bool | None) -> dict[str, Any]:
+    """How the features were made, as their caches recorded it when they were written: ``precision``, the exact
+    ``preprocessing`` (transform) applied, and ``cost`` per split (images/s, peak memory, device, ...).
+
+    A cache written before these were recorded says nothing of them, and neither does the record: null
+    (such a cache was fp32 on a CPU but bf16 on a GPU). ``reused``: this command found every cache complete,
+    so the cost is the one recorded when they were written, not measured now (null when ``fit`` ran alone).
+    """
+    attrs = {split: dict(getattr(d, "attrs", None) or {}) for split, d in data.items()}
+    precisions = sorted({str(a["precision"]) for a in attrs.values() if a.get("precision")})
+    transforms = {split: t for split, a in attrs.items() if (t := _attr_json(a, "preprocessing")) is not None}
+    distinct = list({json.dumps(t, sort_keys=True): t for t in transforms.values()}.values())
+    cost = {split: c for split, a in attrs.items() if (c := _attr_json(a, "embedding_cost")) is not None}
+    return {"precision": (precisions[0] if len(precisions) == 1 else "mixed: " + ", ".join(precisions)) if precisions
+            else None,
+            # one transform for the task; per split only where the splits' caches disagree
+            "preprocessing": (distinct[0] if len(distinct) == 1 else transforms) or None,
+            "reused": reused, "cost": cost or None}
 
 
 def write_run(results_root: str | Path, task: str, model: str, record: dict[str, Any], config: dict[str, Any],

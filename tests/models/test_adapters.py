@@ -19,6 +19,7 @@ from evalkit.models import (
     LeJEPAModel,
     LocalCheckpointModel,
     ModelSpec,
+    PresetModel,
     Preprocessing,
     TimmModel,
     TorchvisionModel,
@@ -56,6 +57,14 @@ def save_timm_resnet18(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), path)
     return path
+
+
+def save_preset_weights(folder: Path, seed: int = 0) -> Path:
+    """Random weights of the synthetic ``tiny-vit`` preset, in a folder as ``hf download --local-dir`` leaves it."""
+    from evalkit.models.presets import get_preset
+    from preset_fixtures import random_state, save_state
+
+    return save_state(random_state(get_preset("tiny-vit"), seed), folder / "model.safetensors").parent
 
 
 def save_lejepa_resnet18(path: Path, seed: int = 0) -> Path:
@@ -107,7 +116,17 @@ CASES: dict[str, dict[str, Case]] = {
         "resnet18": Case(lambda d, s: {"checkpoint_path": str(save_lejepa_resnet18(d / "last.ckpt", s))},
                          lambda **kw: LeJEPAModel(preprocessing=SMALL, **kw), True),
     },
+    "preset": {  # tests/models/preset_fixtures.py: a vit_tiny-sized preset at 32 px
+        "weights-folder": Case(lambda d, s: {"weights": str(save_preset_weights(d / "tiny-vit", s))},
+                               lambda **kw: PresetModel("tiny-vit", **kw), True),
+        "random": Case(lambda d, s: {}, lambda: PresetModel("tiny-vit-random"), False),
+    },
 }
+
+
+@pytest.fixture(autouse=True)
+def _synthetic_presets(synthetic_presets):
+    """The preset family's cases name the synthetic presets."""
 
 
 def _cases(with_weight_file: bool = False) -> list:
@@ -131,6 +150,7 @@ def test_adapter_contract(family, variant, tmp_path):
     backbone = spec.build()
     assert isinstance(backbone, Backbone)
     assert isinstance(backbone.embed_dim, int) and backbone.embed_dim > 0
+    assert backbone.preprocessing == spec.resolved_preprocessing(), "the transform used is the one fingerprinted"
     size = backbone.preprocessing.input_size
     images = torch.randn(2, 3, size, size)
     with torch.no_grad():
@@ -310,6 +330,10 @@ def test_timm_preprocessing_follows_the_models_input_size():
 def test_unknown_timm_model_names_the_model():
     with pytest.raises(EvalkitError, match="no_such_net_v9"):
         TimmModel("no_such_net_v9").build()
+    with pytest.raises(EvalkitError, match="^timm model 'resnet18' has no pretrained tag 'nope'; known tags: a1_in1k, "):
+        TimmModel("resnet18.nope").fingerprint()
+    with pytest.raises(EvalkitError, match="has no pretrained tag 'nope'"):
+        TimmModel("resnet18.nope").build()
 
 
 def test_unknown_torchvision_model_and_weights():
@@ -385,3 +409,61 @@ def test_pool_features_shapes():
     assert torch.equal(out["cls"], tokens[:, 0]) and torch.equal(out["patch"], tokens[:, 5:])
     with pytest.raises(ValueError, match="got shape"):
         pool_features(torch.zeros(1, 2, 3, 4, 5))
+
+
+# The transform actually used is the one the fingerprint holds (issue 20, item 5). --------------------------------
+
+
+@pytest.mark.parametrize(("model_name", "kwargs", "expected"), [
+    ("vit_tiny_patch16_224", {}, Preprocessing(input_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bicubic")),
+    ("vit_tiny_patch16_224", {"img_size": 32}, Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                                               interpolation="bicubic")),
+    ("vit_small_patch16_224.dino", {"img_size": 32}, Preprocessing(input_size=32, interpolation="bicubic")),
+    ("resnet18", {}, Preprocessing(interpolation="bicubic")),
+    ("resnet50.tv_in1k", {}, Preprocessing(interpolation="bilinear")),
+], ids=["vit-default-tag", "vit-img-size", "vit-dino-tag", "resnet-default-tag", "resnet-tv-tag"])
+def test_timm_resolves_the_transform_it_builds_with(model_name, kwargs, expected):
+    spec = TimmModel(model_name, model_kwargs=kwargs)
+    assert spec.resolved_preprocessing() == expected
+    assert spec.build().preprocessing == expected
+
+
+def test_the_resolved_transform_enters_the_fingerprint():
+    """timm's transform, not evalkit's defaults: the same as giving that transform explicitly, unlike the defaults."""
+    resolved = TimmModel("vit_tiny_patch16_224").resolved_preprocessing()
+    assert resolved != Preprocessing()
+    implicit = TimmModel("vit_tiny_patch16_224").fingerprint()
+    assert implicit == TimmModel("vit_tiny_patch16_224", preprocessing=resolved).fingerprint()
+    assert implicit != TimmModel("vit_tiny_patch16_224", preprocessing=Preprocessing()).fingerprint()
+
+
+def test_default_transform_fingerprints_are_unchanged():
+    """Where the transform used is evalkit's default, the payload is the one made before the transform was
+    resolved: the caches and the index of shipped models keep their keys."""
+    import hashlib
+    import json
+
+    spec = LeJEPAModel(checkpoint_path="runs/x/checkpoints/last.ckpt")
+    payload = {"adapter": "LeJEPAModel", "config": {"checkpoint_path": "runs/x/checkpoints/last.ckpt"},
+               "preprocessing_defaults": Preprocessing().as_dict(), "path:checkpoint_path": "runs/x/checkpoints/last.ckpt"}
+    assert spec.config_key() == hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def test_huggingface_resolves_its_processor_config(tmp_path):
+    path = save_hf_vit(tmp_path / "hf-vit")
+    spec = HuggingFaceModel(str(path))
+    assert spec.resolved_preprocessing() == spec.build().preprocessing == Preprocessing(
+        input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear")
+    # The config key (what fit looks up without the weights) does not read the folder.
+    key = spec.config_key()
+    (path / "preprocessor_config.json").unlink()
+    assert spec.config_key() == key and spec.fingerprint() != HuggingFaceModel(str(save_hf_vit(tmp_path / "hf-vit"))).fingerprint()
+
+
+def test_torchvision_resolves_the_weights_transform_without_building(monkeypatch):
+    spec = TorchvisionModel("resnet18", weights="IMAGENET1K_V1")
+    monkeypatch.setattr(TorchvisionModel, "build", lambda self: pytest.fail("must not build"))
+    assert spec.resolved_preprocessing() == Preprocessing(input_size=224, resize_size=256, interpolation="bilinear")
+    assert spec.fingerprint() != TorchvisionModel("resnet18", weights="IMAGENET1K_V1",
+                                                  preprocessing=Preprocessing()).fingerprint()
+    assert TorchvisionModel("resnet18").resolved_preprocessing() == Preprocessing()

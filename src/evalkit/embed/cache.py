@@ -47,6 +47,7 @@ _BATCH_FILE = re.compile(r"^batch-(\d+)\.npz$")
 _ARRAY_PREFIX = "a:"  # batch-file keys of the embedded arrays, beside "indices" and "skipped"
 _CHUNK_BYTES = 1 << 20
 _SOURCES_FILE = "sources.npz"  # in the .partial folder: the source files' state when the last run began
+_COPIED_FILE = "copied.json"  # in the .partial folder: how many samples were copied from the cache being refreshed
 
 
 def cache_key(model_fingerprint: str, dataset_identity: str, split: str, settings: dict[str, Any] | None = None) -> str:
@@ -214,7 +215,7 @@ class PartialCache:
 
     def seed(self, old: h5py.File, ids: list[str], redo: np.ndarray, names: list[str]) -> int:
         """Copy from the complete pooled-rows cache ``old`` (made from the same listing ``ids``) every batch
-        that holds none of the samples ``redo``; returns the number of batches copied."""
+        that holds none of the samples ``redo``; returns the number of samples copied."""
         n = len(ids)
         position = {sample: i for i, sample in enumerate(ids)}
         skipped = np.sort(np.asarray([position[s] for s in json.loads(old.attrs.get("skipped_ids") or "[]")],
@@ -230,8 +231,14 @@ class PartialCache:
             arrays = {name: old[name][rows[0]:rows[-1] + 1] if len(rows) else
                       np.zeros((0, *old[name].shape[1:]), old[name].dtype) for name in names}
             self._save(k, indices, arrays, readable)
-            copied += 1
+            copied += len(indices)
+        _atomic_write_text(self.dir / _COPIED_FILE, json.dumps({"samples": copied}))  # for a resumed run's record
         return copied
+
+    def copied(self) -> int:
+        """The samples :meth:`seed` copied into this folder (not embedded again, so not timed)."""
+        path = self.dir / _COPIED_FILE
+        return int(json.loads(path.read_text())["samples"]) if path.is_file() else 0
 
     def write_batch(self, indices: np.ndarray, arrays: dict[str, np.ndarray] | np.ndarray,
                     readable: np.ndarray | None = None) -> None:

@@ -110,7 +110,15 @@ class PooledRows(FeatureSet):
 
 
 def feature_file(embeddings_root: str | Path, task: Task, model_name: str, fingerprint: str, split: str,
-                 features: FeatureSet) -> tuple[str, Path]:
-    """The key and path of one split's cache file: the one recipe that ``predict`` and ``fit`` share."""
-    key = cache_key(fingerprint, task.dataset.identity(), split, {"kind": features.kind, **features.settings()})
+                 features: FeatureSet, precision: str = "fp32") -> tuple[str, Path]:
+    """The key and path of one split's cache file: the one recipe that ``predict`` and ``fit`` share.
+
+    ``precision`` (``--embed.precision``) enters the key except for ``fp32``, so that fp32 files keep the
+    keys they had before the precision was an option, and a bf16 or fp16 run never reuses an fp32 file
+    (nor the reverse).
+    """
+    settings = {"kind": features.kind, **features.settings()}
+    if precision != "fp32":
+        settings["precision"] = precision
+    key = cache_key(fingerprint, task.dataset.identity(), split, settings)
     return key, cache_path(embeddings_root, task.name, model_name, split, key, features.kind)

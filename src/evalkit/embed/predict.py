@@ -26,6 +26,7 @@ from evalkit.embed.cache import PartialCache, is_complete
 from evalkit.embed.manifest import (Hasher, Manifest, SourceFiles, altered_array, changed_files, listing_sha256,
                                     strict_stat, verify_content, write_manifest, write_stat_record)
 from evalkit.embed.config import EmbedConfig
+from evalkit.embed.cost import COST_ATTR, total_cost
 from evalkit.embed.features import FeatureSet, PooledRows, feature_file
 from evalkit.embed.index import record_fingerprint
 from evalkit.errors import EvalkitError
@@ -52,11 +53,19 @@ class _LazyBackbone:
     def __init__(self, model: ModelSpec) -> None:
         self.model = model
         self._backbone: Backbone | None = None
+        self._build_s = 0.0
 
     def get(self) -> Backbone:
         if self._backbone is None:
+            start = time.perf_counter()
             self._backbone = self.model.build()
+            self._build_s = time.perf_counter() - start
         return self._backbone
+
+    def take_build_s(self) -> float:
+        """The seconds the build took, once: the split that built the model is charged with them."""
+        seconds, self._build_s = self._build_s, 0.0
+        return seconds
 
 
 def predict_features(task: Task, model: ModelSpec, features: dict[str, FeatureSet], data_root: str | Path,
@@ -86,7 +95,7 @@ def _ensure_split(task: Task, model: ModelSpec, fingerprint: str, split: str, fe
                   log: Callable[[str], None]) -> SplitCache:
     """Reuse, refresh or make one split's cache file, holding its lock (the other ranks of a multi-device
     run share rank 0's: they only embed the batches rank 0 hands out)."""
-    key, path = feature_file(embeddings_root, task, model.name, fingerprint, split, features)
+    key, path = feature_file(embeddings_root, task, model.name, fingerprint, split, features, cfg.precision)
     if not is_global_zero():
         if is_complete(path, features.kind):
             return SplitCache(split, path, key, True, 0.0)
@@ -172,18 +181,21 @@ def _embed(task: Task, model: ModelSpec, fingerprint: str, split: str, features:
     """Embed what the split's cache lacks and assemble the file (rank 0); ``redo``: the samples of the
     ``.stale`` complete file to re-embed, the others being copied from it."""
     start = time.perf_counter()
+    from evalkit.embed.loop import check_precision, run_predict  # Lightning: only when some split must be embedded
+
+    check_precision(cfg)
     prefix = f"[{model.name}] {task.name}/{split}: "
     spec = task.dataset
     listing = spec.list_split(data_root, split)
     n = features.plan(spec, listing)
     net = backbone.get()
+    build_s = backbone.take_build_s()
     features.bind(net)
     partial = PartialCache(path, cfg.batch_size)
     dataset = features.dataset(spec, listing, net.preprocessing, cfg)
-    from evalkit.embed.loop import run_predict  # Lightning: only when some split must be embedded
 
     if not is_global_zero():
-        run_predict(net, dataset, features, n, partial, cfg)
+        run_predict(net, dataset, features, n, partial, cfg, start, build_s)
         return SplitCache(split, path, key, False, time.perf_counter() - start)
 
     root = Path(data_root) / spec.root
@@ -205,15 +217,18 @@ def _embed(task: Task, model: ModelSpec, fingerprint: str, split: str, features:
             partial.seed(old, listing.ids, redo, list(features.dtypes(cfg)))
     hasher = Hasher(sources.paths)
     log(prefix + f"embedding {features.describe(listing)} -> {path}")
-    run_predict(net, dataset, features, n, partial, cfg)
+    run_predict(net, dataset, features, n, partial, cfg, start, build_s)
     hashes = hasher.result()
     moved = np.flatnonzero((strict_stat(sources.paths) != before).any(axis=1))
     if len(moved):
         partial.drop(embedded_samples(moved))
         raise EvalkitError(f"{len(moved)} source file(s) of {task.name}/{split} changed while being embedded (first: "
                            f"{sources.paths[int(moved[0])]}); rerun the same command to embed them again")
-    attrs = {**_attrs(task, model, net, split, fingerprint, listing, features.kind),
+    attrs = {**_attrs(task, model, net, split, fingerprint, listing, features.kind, cfg.precision),
              **features.attrs(spec, listing, net)}
+    cost = total_cost(partial.dir, partial.copied())
+    if cost is not None:
+        attrs[COST_ATTR] = json.dumps(cost)
     skipped = partial.assemble(n, features.dtypes(cfg), attrs, features.per_sample(spec, listing),
                                features.extra(spec, listing),
                                manifest=lambda f: write_manifest(f, sources, root, before, hashes))
@@ -225,8 +240,10 @@ def _embed(task: Task, model: ModelSpec, fingerprint: str, split: str, features:
 
 
 def _attrs(task: Task, model: ModelSpec, backbone: Backbone, split: str, fingerprint: str,
-           listing: SplitListing, kind: str) -> dict[str, Any]:
+           listing: SplitListing, kind: str, precision: str) -> dict[str, Any]:
     return {
+        "precision": precision,
+        "preprocessing": json.dumps(backbone.preprocessing.as_dict()),
         "kind": kind,
         "model": model.name,
         "model_fingerprint": fingerprint,

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from evalkit.models.base import ModelSpec
 
 _EXPORTS = {"Backbone": "base", "HuggingFaceModel": "huggingface_model", "LeJEPAModel": "lejepa",
-            "LocalCheckpointModel": "local_checkpoint", "ModelSpec": "base", "Preprocessing": "base",
+            "LocalCheckpointModel": "local_checkpoint", "ModelSpec": "base", "PresetModel": "preset_model",
+            "Preprocessing": "base",
             "TimmModel": "timm_model", "TorchvisionModel": "torchvision_model"}
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 

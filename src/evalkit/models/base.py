@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ from evalkit.paths import checked_name, safe_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# How a token sequence becomes one embedding (see pool_tokens and docs/models.md, Pooling).
+Pooling = Literal["cls", "mean", "cls_mean"]
+POOLINGS = ("cls", "mean", "cls_mean")
 # torchvision's InterpolationMode values. torchvision is imported in transform() alone (not even under
 # TYPE_CHECKING, which jsonargparse executes): it costs a second (torch._dynamo), and a predict whose caches
 # are complete never transforms an image.
@@ -105,18 +108,34 @@ class Backbone(nn.Module):
 
 
 class ModuleBackbone(Backbone):
-    """Wraps any module whose output :func:`pool_features` understands."""
+    """Wraps any module whose output :func:`pool_features` understands.
 
-    def __init__(self, net: nn.Module, preprocessing: Preprocessing, num_prefix_tokens: int = 1) -> None:
+    ``pooling`` (``None``: :func:`pool_features`'s rule, token 0 or the global average) makes ``cls``
+    :func:`pool_tokens` of the output instead; a ``[B, D]`` output is already pooled and takes none."""
+
+    def __init__(self, net: nn.Module, preprocessing: Preprocessing, num_prefix_tokens: int = 1,
+                 pooling: Pooling | None = None) -> None:
         with torch.inference_mode():
             probe = net.eval()(torch.zeros(1, 3, preprocessing.input_size, preprocessing.input_size))
-        super().__init__(pool_features(probe, num_prefix_tokens)["cls"].shape[-1], preprocessing)
+        if pooling is not None and probe.ndim == 2:
+            raise EvalkitError(f"pooling '{pooling}' needs token or feature-map outputs, but this module returns pooled "
+                               f"[B, {probe.shape[-1]}] embeddings; remove pooling from the model config")
+        embedding = (pool_tokens(probe, pooling, num_prefix_tokens) if pooling
+                     else pool_features(probe, num_prefix_tokens)["cls"])
+        super().__init__(embedding.shape[-1], preprocessing)
         self.net = net
         self.num_prefix_tokens = num_prefix_tokens
+        self.pooling = pooling
         self.eval().requires_grad_(False)  # frozen: every evaluation reads the weights as loaded
 
+    def _pool(self, output: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = pool_features(output, self.num_prefix_tokens)
+        if self.pooling is not None:
+            features["cls"] = pool_tokens(output, self.pooling, self.num_prefix_tokens)
+        return features
+
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return pool_features(self.net(images), self.num_prefix_tokens)
+        return self._pool(self.net(images))
 
     def dense(self, images: torch.Tensor) -> list[torch.Tensor]:
         """ResNet-style nets (``layer1``..``layer4``) give every stage and nets with a ``features``
@@ -167,13 +186,37 @@ class ModelSpec:
         """The arguments that decide the weights and the transform (used by :meth:`fingerprint`)."""
         raise NotImplementedError
 
-    def _payload(self) -> dict[str, Any]:
+    def resolved_preprocessing(self) -> Preprocessing:
+        """The transform :meth:`build` gives the backbone (``build().preprocessing``), found without building it:
+        the config's ``preprocessing``, else what the adapter derives from its weights (timm's pretrained config,
+        ``preprocessor_config.json``, ...); this base class: evalkit's defaults."""
+        return self.preprocessing_override or Preprocessing()
+
+    def _key_preprocessing(self) -> Preprocessing | None:
+        """The transform :meth:`config_key` records: the resolved one, unless resolving reads the weight files
+        (then ``None``: the config alone, which is all ``fit`` has where the weights are absent)."""
+        return self.resolved_preprocessing()
+
+    def _payload(self, preprocessing: Preprocessing | None) -> dict[str, Any]:
         payload: dict[str, Any] = {"adapter": type(self).__name__, "config": self.config()}
         if self.preprocessing_override is not None:
             payload["preprocessing"] = self.preprocessing_override.as_dict()
-        else:  # what the adapter falls back to: new defaults in evalkit must not reuse old caches
+        elif preprocessing is None or preprocessing == Preprocessing():
+            # evalkit's defaults, recorded as such (so new defaults never reuse old caches); the key is the one
+            # fingerprints had before the resolved transform entered them, so those caches keep their keys
             payload["preprocessing_defaults"] = Preprocessing().as_dict()
+        else:  # the transform the adapter derives from its weights: the one the embeddings were made with
+            payload["preprocessing"] = preprocessing.as_dict()
         return payload
+
+    def weight_paths(self) -> dict[str, Path]:
+        """The local weight files (or folders) whose bytes enter the fingerprint, by argument name; raises one
+        line when one is absent."""
+        paths = {attr: Path(path) for attr in self.weight_files if (path := getattr(self, attr, None))}
+        for path in paths.values():
+            if not path.exists():
+                raise EvalkitError(f"weights not found: {path}; {self.missing_weights_hint}")
+        return paths
 
     def missing_weights(self) -> list[str]:
         """The weight paths of this config that are not on disk."""
@@ -181,25 +224,21 @@ class ModelSpec:
 
     def fingerprint(self) -> str:
         """A content address of the weights and transform, computed without building the model."""
-        payload = self._payload()
-        for attr in self.weight_files:
-            path = getattr(self, attr, None)
-            if path:
-                if not Path(path).exists():
-                    raise EvalkitError(f"weights not found: {path}; {self.missing_weights_hint}")
-                payload[f"sha256:{attr}"] = path_sha256(path)
+        payload = self._payload(self.resolved_preprocessing())
+        for attr, path in self.weight_paths().items():
+            payload[f"sha256:{attr}"] = path_sha256(path)
         return _sha256_json(payload)
 
     def config_key(self) -> str:
         """The config alone (weight files by the path the config gives, not by content): how ``fit`` finds,
         in the index ``predict`` writes, the fingerprint of a model whose weights are not on this machine
         (a relative path, so that a project copied elsewhere with its embeddings still finds it)."""
-        payload = self._payload()
-        for attr in self.weight_files:
-            path = getattr(self, attr, None)
-            if path:
-                payload[f"path:{attr}"] = os.path.normpath(str(path))
-        return _sha256_json(payload)
+        return _sha256_json({**self._payload(self._key_preprocessing()), **self.weight_sources()})
+
+    def weight_sources(self) -> dict[str, str]:
+        """Where the weights come from, as the config says it: :meth:`config_key`'s stand-in for their bytes."""
+        return {f"path:{attr}": os.path.normpath(str(path)) for attr in self.weight_files
+                if (path := getattr(self, attr, None))}
 
 
 def package_version(package: str) -> str:
@@ -247,6 +286,34 @@ def weights_sha256(module: nn.Module) -> str:
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes() if tensor.dtype != torch.bfloat16
                  else tensor.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def pool_tokens(features: torch.Tensor, pooling: Pooling, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """The image embedding ``[B, D]`` (``[B, 2D]`` for ``cls_mean``) of a backbone output.
+
+    Tokens ``[B, T, D]`` hold the class token first, then ``num_prefix_tokens - 1`` register tokens, then
+    the patches: ``cls`` is token 0, ``mean`` the mean of the patch tokens (class and register tokens
+    excluded), ``cls_mean`` the two concatenated, class token first. A CNN map ``[B, C, H, W]`` has no class
+    token: ``cls`` and ``mean`` are both its global average, ``cls_mean`` is refused.
+    """
+    if pooling not in POOLINGS:
+        raise EvalkitError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
+    if features.ndim == 4:
+        if pooling == "cls_mean":
+            raise EvalkitError("pooling 'cls_mean' needs a class token, and this backbone gives a CNN feature map; "
+                               "use pooling 'mean' (the global average)")
+        return features.mean(dim=(2, 3))
+    if features.ndim != 3:
+        raise EvalkitError(f"pooling '{pooling}' expects tokens [B, T, D] or a feature map [B, C, H, W], got shape "
+                           f"{tuple(features.shape)}")
+    if pooling != "mean" and num_prefix_tokens < 1:
+        raise EvalkitError(f"pooling '{pooling}' needs a class token, and this backbone has none (no prefix tokens); "
+                           "use pooling 'mean'")
+    if num_prefix_tokens >= features.shape[1]:
+        raise EvalkitError(f"{num_prefix_tokens} prefix tokens leave no patch tokens in a sequence of {features.shape[1]}; "
+                           "check num_prefix_tokens")
+    cls, mean = features[:, 0], features[:, num_prefix_tokens:].mean(dim=1)
+    return {"cls": cls, "mean": mean, "cls_mean": torch.cat([cls, mean], dim=-1)}[pooling]
 
 
 def pool_features(features: torch.Tensor, num_prefix_tokens: int = 1) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.models.base import Backbone, ModelSpec, Preprocessing, pool_features
+from evalkit.models.base import Backbone, ModelSpec, Preprocessing, pool_features, pool_tokens
 from evalkit.models.checkpoint import first_unreadable, no_code_loads
 from evalkit.models.registry import MODELS
 from evalkit.models.trust import TRUST_CODE_ENV, code_trusted
@@ -18,8 +18,12 @@ from evalkit.models.trust import TRUST_CODE_ENV, code_trusted
 
 class _HFBackbone(Backbone):
     def __init__(self, net: torch.nn.Module, preprocessing: Preprocessing, pooling: str, num_prefix_tokens: int):
-        hidden = getattr(net.config, "hidden_size", None) or net.config.hidden_sizes[-1]
-        super().__init__(hidden, preprocessing)
+        hidden = getattr(net.config, "hidden_size", None)
+        if hidden is None and pooling == "cls_mean":
+            raise EvalkitError(f"pooling 'cls_mean' needs a class token, and this {type(net).__name__} gives a CNN "
+                               "feature map; use pooling 'mean' (the global average)")
+        hidden = hidden or net.config.hidden_sizes[-1]
+        super().__init__(hidden * (2 if pooling == "cls_mean" else 1), preprocessing)
         self.net = net
         self.pooling = pooling
         self.num_prefix_tokens = num_prefix_tokens
@@ -27,10 +31,10 @@ class _HFBackbone(Backbone):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.net(pixel_values=images)
         features = pool_features(out.last_hidden_state, self.num_prefix_tokens)
-        if self.pooling == "mean" and "patch" in features:
-            features["cls"] = features["patch"].mean(dim=1)
-        elif self.pooling == "pooler":
+        if self.pooling == "pooler":
             features["cls"] = out.pooler_output.flatten(1)
+        elif "patch" in features or self.pooling == "cls_mean":  # a [B, D] output is already pooled
+            features["cls"] = pool_tokens(out.last_hidden_state, self.pooling, self.num_prefix_tokens)
         return features
 
 
@@ -40,7 +44,8 @@ class HuggingFaceModel(ModelSpec):
 
     Args:
         path: the local directory (``huggingface-cli download REPO --local-dir PATH`` makes one).
-        pooling: ``cls`` (token 0), ``mean`` (mean of the patch tokens) or ``pooler`` (the model's pooler).
+        pooling: ``cls`` (token 0), ``mean`` (mean of the patch tokens, prefix tokens excluded), ``cls_mean``
+            (the two concatenated, class token first) or ``pooler`` (the model's pooler); see docs/models.md, Pooling.
         num_prefix_tokens: tokens before the patches (1 for a CLS token; 5 with 4 registers).
         trust_remote_code: allow model code shipped in the directory; it runs only if the user also sets
             ``EVALKIT_TRUST_CODE=1`` (a config cannot opt itself in, see :mod:`evalkit.models.trust`).
@@ -53,7 +58,7 @@ class HuggingFaceModel(ModelSpec):
     def __init__(
         self,
         path: str,
-        pooling: Literal["cls", "mean", "pooler"] = "cls",
+        pooling: Literal["cls", "mean", "cls_mean", "pooler"] = "cls",
         num_prefix_tokens: int = 1,
         trust_remote_code: bool = False,
         name: str | None = None,
@@ -70,6 +75,13 @@ class HuggingFaceModel(ModelSpec):
 
     def config(self) -> dict[str, Any]:
         return {"pooling": self.pooling, "num_prefix_tokens": self.num_prefix_tokens}
+
+    def resolved_preprocessing(self) -> Preprocessing:
+        """The config's ``preprocessing``, else the one ``preprocessor_config.json`` in ``path`` describes."""
+        return self.preprocessing_override or _hf_preprocessing(Path(self.path))
+
+    def _key_preprocessing(self) -> Preprocessing | None:
+        return self.preprocessing_override  # the processor file lies in the weights folder, absent where fit reads the index
 
     def build(self) -> Backbone:
         from transformers import AutoModel
@@ -100,8 +112,7 @@ class HuggingFaceModel(ModelSpec):
                 first = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise EvalkitError(f"cannot load Hugging Face model from {path}: {first}") from exc
             raise
-        return _HFBackbone(net.eval(), self.preprocessing_override or _hf_preprocessing(path),
-                           self.pooling, self.num_prefix_tokens)
+        return _HFBackbone(net.eval(), self.resolved_preprocessing(), self.pooling, self.num_prefix_tokens)
 
 
 def _hf_preprocessing(path: Path) -> Preprocessing:
@@ -115,9 +126,10 @@ def _hf_preprocessing(path: Path) -> Preprocessing:
     resize = cfg.get("size")
     if isinstance(resize, dict):
         resize = resize.get("shortest_edge") or resize.get("height")
+    resize = int(resize) if isinstance(resize, int) and resize != int(size) else None  # equal: no resize before the crop
     return Preprocessing(
         input_size=int(size),
-        resize_size=int(resize) if isinstance(resize, int) else None,
+        resize_size=resize,
         mean=tuple(cfg.get("image_mean", Preprocessing.mean)),
         std=tuple(cfg.get("image_std", Preprocessing.std)),
         interpolation={2: "bilinear", 3: "bicubic", 0: "nearest"}.get(cfg.get("resample", 3), "bicubic"),

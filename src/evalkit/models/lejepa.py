@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.models.base import Backbone, ModelSpec, Preprocessing
+from evalkit.models.base import Backbone, ModelSpec, Pooling, Preprocessing
 from evalkit.models.checkpoint import load_strict, load_weights_file
 from evalkit.models.registry import MODELS
 
@@ -25,14 +25,19 @@ class LeJEPAModel(ModelSpec):
         preprocessing: overrides the transform (default: resize/crop to 224, ImageNet statistics,
             the normalisation the pretraining views used).
         name: display name; default ``lejepa-<run folder>-<checkpoint stem>``.
+        pooling: null (timm's pooled feature: the class token of a ViT, the global average of a CNN),
+            ``cls``, ``mean`` (patch tokens) or ``cls_mean`` (both, concatenated; ViTs only); see
+            docs/models.md, Pooling.
     """
 
     weight_files = ("checkpoint_path",)
     missing_weights_hint = "run `evalkit pretrain` first (it writes <output_dir>/checkpoints/), or fix checkpoint_path"
 
-    def __init__(self, checkpoint_path: str, preprocessing: Preprocessing | None = None, name: str | None = None) -> None:
+    def __init__(self, checkpoint_path: str, preprocessing: Preprocessing | None = None, name: str | None = None,
+                 pooling: Pooling | None = None) -> None:
         super().__init__(name, preprocessing)
         self.checkpoint_path = checkpoint_path
+        self.pooling = pooling
 
     def _read(self) -> dict[str, Any]:
         path = Path(self.checkpoint_path)
@@ -54,7 +59,10 @@ class LeJEPAModel(ModelSpec):
         return f"lejepa-{run}-{path.stem}".replace("=", "")
 
     def config(self) -> dict[str, Any]:
-        return {"checkpoint_path": str(self.checkpoint_path)}
+        cfg: dict[str, Any] = {"checkpoint_path": str(self.checkpoint_path)}
+        if self.pooling is not None:  # only then: the default keeps the fingerprints made before the option existed
+            cfg["pooling"] = self.pooling
+        return cfg
 
     def build(self) -> Backbone:
         from evalkit.models.timm_model import TimmBackbone
@@ -65,7 +73,7 @@ class LeJEPAModel(ModelSpec):
         prefix = "network.backbone."
         state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         load_strict(net, state, str(self.checkpoint_path))
-        return TimmBackbone(net.eval().requires_grad_(False), self.preprocessing_override or Preprocessing())
+        return TimmBackbone(net.eval().requires_grad_(False), self.resolved_preprocessing(), self.pooling)
 
 
 def _holds_backbone(checkpoint: Any) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from evalkit.errors import EvalkitError
-from evalkit.models.base import Backbone, ModelSpec, ModuleBackbone, Preprocessing
+from evalkit.models.base import Backbone, ModelSpec, ModuleBackbone, Pooling, Preprocessing
 from evalkit.models.checkpoint import load_strict, no_code_loads, read_state_dict, remap_keys
 from evalkit.models.registry import MODELS
 from evalkit.models.trust import code_trusted, import_builder
@@ -19,7 +19,7 @@ class LocalCheckpointModel(ModelSpec):
     """A network built by ``builder(**builder_kwargs)`` and loaded strictly from ``checkpoint_path``.
 
     The module's output is read by shape: ``[B, D]`` is the embedding, ``[B, C, H, W]`` is
-    average-pooled, ``[B, N, D]`` takes token 0.
+    average-pooled, ``[B, N, D]`` takes token 0 (or what ``pooling`` says).
 
     Args:
         builder: importable callable returning an ``nn.Module``: a model class or factory of evalkit,
@@ -30,7 +30,9 @@ class LocalCheckpointModel(ModelSpec):
         builder_kwargs: keyword arguments for ``builder``.
         checkpoint_key: nested entry that holds the weights (``state_dict``, ``teacher``, ...).
         prefix_map: key-prefix renames; a prefix mapped to null drops its keys.
-        num_prefix_tokens: for token outputs, tokens before the patches.
+        num_prefix_tokens: for token outputs, tokens before the patches (class token first, then registers).
+        pooling: for token outputs, null (token 0), ``cls``, ``mean`` (patch tokens) or ``cls_mean`` (both,
+            concatenated); a feature map is averaged for ``cls`` and ``mean``; see docs/models.md, Pooling.
         identity_modules: attribute names of submodules replaced by the identity after loading,
             typically the classifier (``[fc]`` for a torchvision ResNet) so the output is the embedding.
         name: display name in results; defaults to the builder's name.
@@ -48,6 +50,7 @@ class LocalCheckpointModel(ModelSpec):
         prefix_map: dict[str, str | None] | None = None,
         num_prefix_tokens: int = 1,
         identity_modules: list[str] | None = None,
+        pooling: Pooling | None = None,
         name: str | None = None,
         preprocessing: Preprocessing | None = None,
     ) -> None:
@@ -59,14 +62,18 @@ class LocalCheckpointModel(ModelSpec):
         self.prefix_map = dict(prefix_map or {})
         self.num_prefix_tokens = num_prefix_tokens
         self.identity_modules = list(identity_modules or [])
+        self.pooling = pooling
 
     def default_name(self) -> str:
         return self.builder.replace(":", ".").rpartition(".")[2]
 
     def config(self) -> dict[str, Any]:
-        return {"builder": self.builder, "builder_kwargs": self.builder_kwargs,
-                "checkpoint_key": self.checkpoint_key, "prefix_map": self.prefix_map,
-                "identity_modules": self.identity_modules}
+        cfg = {"builder": self.builder, "builder_kwargs": self.builder_kwargs,
+               "checkpoint_key": self.checkpoint_key, "prefix_map": self.prefix_map,
+               "identity_modules": self.identity_modules}
+        if self.pooling is not None:  # only then: the default keeps the fingerprints made before the option existed
+            cfg["pooling"] = self.pooling
+        return cfg
 
     def build(self) -> Backbone:
         builder = import_builder(self.builder)  # refuses code outside model building unless the user opted in
@@ -87,4 +94,4 @@ class LocalCheckpointModel(ModelSpec):
             if not isinstance(getattr(net, attr, None), nn.Module):
                 raise EvalkitError(f"identity_modules: {self.builder} has no submodule '{attr}'")
             setattr(net, attr, nn.Identity())
-        return ModuleBackbone(net, self.preprocessing_override or Preprocessing(), self.num_prefix_tokens)
+        return ModuleBackbone(net, self.resolved_preprocessing(), self.num_prefix_tokens, self.pooling)

@@ -61,18 +61,32 @@ class TorchvisionModel(ModelSpec):
             cfg.update(seed=self.seed, torchvision=package_version("torchvision"))
         return cfg
 
-    def build(self) -> Backbone:
+    def _named_weights(self) -> Any:
+        """The torchvision weights enum member of ``weights`` (``None`` for random init or a checkpoint)."""
         import torchvision
 
         if self.model_name not in torchvision.models.list_models():
             raise EvalkitError(f"unknown torchvision model '{self.model_name}'; see torchvision.models.list_models()")
-        weights = None
-        if self.weights and not self.checkpoint_path:
-            enum = torchvision.models.get_model_weights(self.model_name)
-            if self.weights not in enum.__members__:
-                raise EvalkitError(f"unknown weights '{self.weights}' for torchvision model '{self.model_name}'; "
-                                   f"known: {', '.join(enum.__members__)}")
-            weights = enum[self.weights]
+        if not self.weights or self.checkpoint_path:
+            return None
+        enum = torchvision.models.get_model_weights(self.model_name)
+        if self.weights not in enum.__members__:
+            raise EvalkitError(f"unknown weights '{self.weights}' for torchvision model '{self.model_name}'; "
+                               f"known: {', '.join(enum.__members__)}")
+        return enum[self.weights]
+
+    def resolved_preprocessing(self) -> Preprocessing:
+        """The config's ``preprocessing``, else the transform of the named ``weights``, else the defaults."""
+        if self.preprocessing_override is not None:
+            return self.preprocessing_override
+        if not self.weights or self.checkpoint_path:  # no torchvision import: a random-init fingerprint stays cheap
+            return Preprocessing()
+        return _weights_preprocessing(self._named_weights())
+
+    def build(self) -> Backbone:
+        import torchvision
+
+        weights = self._named_weights()
         # no_code_loads: torchvision reads its hub cache with weights_only=False
         with torch.random.fork_rng(devices=[]), no_code_loads():
             torch.manual_seed(self.seed)
@@ -96,8 +110,7 @@ class TorchvisionModel(ModelSpec):
             drop = {f"{classifier}.": None} if classifier else {}
             state = remap_keys(read_state_dict(self.checkpoint_path), {**drop, **self.prefix_map})
             load_strict(net, state, self.checkpoint_path)
-        preprocessing = self.preprocessing_override or _weights_preprocessing(weights)
-        return ModuleBackbone(net, preprocessing)
+        return ModuleBackbone(net, self.resolved_preprocessing())
 
 
 def _hub_file(weights: Any) -> Path:

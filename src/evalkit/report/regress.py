@@ -7,8 +7,10 @@ published numbers (columns model, task, split, metric, mean, std, protocol, sour
   fingerprint: a baseline of other weights or another transform is refused unless
   ``allow_other_model`` (then a result is paired with the baseline of its display name, or with
   the only model of its task on each side). A published CSV has no fingerprints: it is matched
-  by (model name, task, split, metric).
-- Results fitted under another protocol than the baseline's are refused, not compared.
+  by (model name, task, split, metric), a name being any of a model preset's aliases
+  (``mahmood_uni2_h`` in a CSV matches a run of the preset ``uni2-h``).
+- Results fitted under another protocol than the baseline's are refused, not compared; so are
+  results embedded in another precision than an evalkit baseline's (``fp32``, ``bf16``, ``fp16``).
 - "Worse" follows the metric's recorded direction (``metric_info``); a metric with no better
   end cannot be judged and is refused.
 - A result **fails** when it is worse than the baseline by more than the allowed worsening,
@@ -35,6 +37,7 @@ from typing import Any
 import yaml
 
 from evalkit.errors import EvalkitError
+from evalkit.models.presets import find_preset
 from evalkit.predictions import read_predictions
 from evalkit.report.compare import has_paired_test
 from evalkit.report.runs import Run, load_results, metric_spec, short_fingerprint
@@ -120,9 +123,16 @@ def load_baseline(path: str | Path, metrics: list[str]) -> list[Entry]:
     return entries_from_runs(load_results([path]), metrics)
 
 
+def model_key(name: str) -> str:
+    """The name a published row and a result are matched by: a model preset's own name for any of its
+    aliases (eva's registry name, a paper's), else the name as written."""
+    preset = find_preset(name)
+    return preset.name if preset is not None else name
+
+
 def _published_slot(entry: Entry) -> tuple[str, ...]:
     """A published number knows its model by name only."""
-    return "published", entry.model, entry.task, entry.split, entry.metric
+    return "published", model_key(entry.model), entry.task, entry.split, entry.metric
 
 
 def _slot(entry: Entry) -> tuple[str, ...]:
@@ -176,6 +186,13 @@ def _counterpart(old: Entry, candidates: list[Entry], baseline_models: set[str],
         option = _protocol_option(other.run, old.protocol)
         raise EvalkitError(f"{old.where}: the baseline was fitted with protocol '{old.protocol}', the new result "
                            f"with '{other.protocol}'; fit with the baseline's protocol{option}")
+    if old.run is not None:  # a published table says nothing of precision; nor does an old record (None)
+        same_precision = [c for c in matches if c.run.precision == old.run.precision
+                          or not (c.run.precision and old.run.precision)]
+        if not same_precision:
+            raise EvalkitError(f"{old.where}: the baseline was embedded in {old.run.precision}, the new result in "
+                               f"{matches[0].run.precision}; embed with --embed.precision {old.run.precision}")
+        matches = same_precision
     if len(matches) > 1:
         raise EvalkitError(f"{old.where}: {len(matches)} results of models named {old.model} could stand for this "
                            "baseline entry; regress them one at a time")
@@ -283,8 +300,8 @@ def regress(results: list[str], baseline: str, metrics: list[str], tolerance: fl
         raise EvalkitError(f"the baseline {baseline} holds none of the metrics {', '.join(metrics)}")
     not_run = 0
     if is_published_table(baseline):  # a reference, not a contract: compare only what was run
-        run = {(entry.model, entry.task) for entry in new}
-        compared = [entry for entry in reference if (entry.model, entry.task) in run]
+        run = {(model_key(entry.model), entry.task) for entry in new}
+        compared = [entry for entry in reference if (model_key(entry.model), entry.task) in run]
         if not compared:
             raise EvalkitError(f"no (model, task) of {', '.join(results)} is in {baseline}; name the model and task "
                                "as the CSV does (its `model` and `task` columns)")

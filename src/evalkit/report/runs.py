@@ -1,8 +1,8 @@
 """The results model that ``report``, ``regress`` and the comparison read: one :class:`Run` per results.json.
 
-Only schema 2 is read. A run is identified by (task, evaluation, protocol, model fingerprint),
-never by its display name: two checkpoints published under one name are two models, and one
-model fitted under two protocols gives two results. Of several runs with one identity the newest
+Only schema 2 is read. A run is identified by (task, evaluation, protocol, model fingerprint,
+embedding precision), never by its display name: two checkpoints published under one name are two
+models, and one model fitted under two protocols, or embedded in fp32 and in bf16, gives two results. Of several runs with one identity the newest
 is kept and the older ones are recorded on it, so that a report can say what it left out.
 A metric's direction comes from the run's ``metric_info`` (what ``fit`` recorded beside the
 number), else from :data:`evalkit.metrics.spec.METRICS`; no reader guesses it from a name.
@@ -73,8 +73,18 @@ class Run:
         return self.fingerprint or f"name:{self.model}"
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return self.task, self.evaluation, self.protocol, self.identity
+    def precision(self) -> str | None:
+        """The embedding precision (``fp32``, ``bf16``, ``fp16``); None where the cache did not record it."""
+        return (self.data.get("embedding") or {}).get("precision")
+
+    @property
+    def preprocessing(self) -> dict[str, Any] | None:
+        """The transform the embeddings were made with, as their cache recorded it (None when not recorded)."""
+        return (self.data.get("embedding") or {}).get("preprocessing")
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str | None]:
+        return self.task, self.evaluation, self.protocol, self.identity, self.precision
 
     def metric(self, split: str, name: str) -> dict[str, Any] | None:
         """``{"mean", "std", "runs", ...}`` of ``name`` on ``split``, or ``None`` when not reported."""
@@ -202,6 +212,8 @@ _RECORD = _object({
     "representation": _nullable(_entries(_entries(_nullable(_NUMBER), "metrics"), "splits")),
     "curves": _nullable(_object({"label_efficiency": _nullable(_LABEL_EFFICIENCY)})),
     "timing": _nullable(_object({})),
+    "embedding": _nullable(_object({"precision": _nullable(_TEXT), "preprocessing": _nullable(_object({})),
+                                    "reused": _nullable(_BOOL), "cost": _nullable(_entries(_object({}), "splits"))})),
     "provenance": _nullable(_object({"cache_files": _nullable(_entries(_TEXT, "paths")),
                                      "cache_keys": _nullable(_list(_TEXT, "strings")),
                                      "packages": _nullable(_entries(_TEXT, "versions"))})),
@@ -296,12 +308,15 @@ def _files(paths: list[str | Path]) -> list[Path]:
 
 
 def _assign_labels(runs: list[Run]) -> None:
-    """Display names, made unambiguous: ``name [fingerprint]`` where two models share a name, and
-    ``name (protocol)`` on every row when some task was evaluated under several protocols."""
+    """Display names, made unambiguous: ``name [fingerprint]`` where two models share a name, ``name bf16``
+    where one model was embedded in several precisions, and ``name (protocol)`` on every row when some
+    task was evaluated under several protocols."""
     identities: dict[str, set[str]] = defaultdict(set)
+    precisions: dict[str, set[str | None]] = defaultdict(set)
     setups: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for run in runs:
         identities[run.model].add(run.identity)
+        precisions[run.identity].add(run.precision)
         setups[run.task].add((run.evaluation, run.protocol))
     several = any(len(found) > 1 for found in setups.values())
     every = set().union(*setups.values())
@@ -310,14 +325,16 @@ def _assign_labels(runs: list[Run]) -> None:
         run.label = run.model
         if len(identities[run.model]) > 1:
             run.label += f" [{short_fingerprint(run, 8)}]"
+        if len(precisions[run.identity]) > 1:
+            run.label += f" {run.precision or 'precision not recorded'}"
         if several:
             run.label += f" ({run.protocol})" if protocol_says_all else f" ({run.evaluation} {run.protocol})"
 
 
 def load_results(paths: list[str | Path]) -> list[Run]:
     """Every results.json under ``paths`` (files or folders), the newest per (task, evaluation, protocol,
-    model fingerprint), sorted by task and label."""
-    by_key: dict[tuple[str, str, str, str], list[tuple[str, Run]]] = defaultdict(list)
+    model fingerprint, precision), sorted by task and label."""
+    by_key: dict[tuple[str, str, str, str, str | None], list[tuple[str, Run]]] = defaultdict(list)
     for file in _files(paths):
         run = Run(_read(file), file.parent)
         stamp = str((run.data.get("provenance") or {}).get("created", "")) + file.parent.name

@@ -24,6 +24,7 @@ from evalkit.report.runs import Run, columns, metric_spec, non_finite
 from evalkit.stats.config import StatsConfig
 
 NOT_SIGNIFICANT = "≈"
+PREPROCESSING_DIFFERS = "⚠"
 NON_FINITE = "(non-finite)"
 UNDEFINED = "n/a"
 
@@ -43,7 +44,8 @@ def _cell(value: dict[str, Any], best: bool, not_significant: bool) -> str:
 
 
 def comparison_table(runs: list[Run], metric: str, comparison: dict[str, Any]) -> tuple[list[str], list[list[str]], list[list[Any]]]:
-    """Header, display rows and numeric rows (mean, std, CI, p vs best) of the models x tasks table."""
+    """Header, display rows and numeric rows (mean, std, CI, p vs best) of the models x tasks table; a model
+    whose embeddings were normalised or resized otherwise than the rest of a task's models is marked ⚠."""
     cols = columns(runs, metric)
     if not cols:
         reported = sorted({name for run in runs for values in run.data["metrics"].values() for name in values})
@@ -53,8 +55,9 @@ def comparison_table(runs: list[Run], metric: str, comparison: dict[str, Any]) -
     cell = {(run.label, run.task, s): m[metric] for run in runs for s, m in run.data["metrics"].items() if metric in m}
     header = ["model"] + [f"{task}/{split}" for task, split in cols]
     shown, numeric = [], []
+    odd = {run.label for run in preprocessing_outliers(runs)}
     for model in models:
-        row, nums = [model], [model]
+        row, nums = [model + (f" {PREPROCESSING_DIFFERS}" if model in odd else "")], [model]
         for task, split in cols:
             value = cell.get((model, task, split))
             column = comparison["columns"].get(f"{task}/{split}", {})
@@ -226,6 +229,80 @@ def _label_efficiency_section(runs: list[Run]) -> Section | None:
                    header, rows, sources)
 
 
+def _transform_key(preprocessing: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two transforms give other pixels to the same model: normalisation and interpolation."""
+    return (tuple(preprocessing.get("mean") or ()), tuple(preprocessing.get("std") or ()),
+            preprocessing.get("interpolation"))
+
+
+def preprocessing_outliers(runs: list[Run]) -> list[Run]:
+    """The runs whose normalisation or interpolation differs from the most common one among their task's
+    runs (all of them when no one is most common); runs that recorded no transform are not judged."""
+    by_task: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        if run.preprocessing:
+            by_task[run.task].append(run)
+    outliers = []
+    for task_runs in by_task.values():
+        counts: dict[tuple[Any, ...], int] = defaultdict(int)
+        for run in task_runs:
+            counts[_transform_key(run.preprocessing)] += 1
+        if len(counts) < 2:
+            continue
+        top = max(counts.values())
+        common = [key for key, n in counts.items() if n == top]
+        outliers += [run for run in task_runs if len(common) > 1 or _transform_key(run.preprocessing) != common[0]]
+    return outliers
+
+
+def describe_transform(preprocessing: dict[str, Any] | None) -> str:
+    """``224 px (resize 256), bicubic, mean 0.485/0.456/0.406, std 0.229/0.224/0.225``; ``–`` when not recorded."""
+    if not preprocessing:
+        return "–"
+    resize = preprocessing.get("resize_size")
+    numbers = {key: "/".join(f"{v:g}" for v in preprocessing.get(key) or ()) for key in ("mean", "std")}
+    return (f"{preprocessing.get('input_size')} px{f' (resize {resize})' if resize else ''}, "
+            f"{preprocessing.get('interpolation')}, mean {numbers['mean']}, std {numbers['std']}")
+
+
+def _bytes(n: float | None) -> str:
+    return "–" if n is None else f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _embedding_cost(run: Run) -> list[str]:
+    """Device, precision, images/s, peak memory and embedding seconds over the run's splits, as recorded when
+    its caches were written (marked ``reused`` when this run's predict found them complete)."""
+    embedding = run.data.get("embedding") or {}
+    costs = [c for c in (embedding.get("cost") or {}).values() if isinstance(c, dict)]
+    seconds = sum(float(c.get("seconds") or 0.0) for c in costs)
+    images = sum(int(c.get("images") or 0) for c in costs)
+    peaks = [float(c["peak_memory_bytes"]) for c in costs if c.get("peak_memory_bytes") is not None]
+    devices = sorted({str(c.get("device")) for c in costs if c.get("device")})
+    rate = f"{images / seconds:.1f}" if seconds > 0 else "–"
+    return [", ".join(devices) or "–", run.precision or "–", rate + (" (reused)" if embedding.get("reused") else ""),
+            _bytes(max(peaks) if peaks else None), f"{seconds:.1f}" if costs else "–"]
+
+
+def _cost_section(runs: list[Run]) -> Section | None:
+    """What each number cost and which transform made its embeddings."""
+    rows, sources = [], []
+    odd = {id(run) for run in preprocessing_outliers(runs)}
+    for run in runs:
+        per_head = (run.data.get("timing") or {}).get("seconds_per_head_fit")
+        rows.append([run.label, run.task, *_embedding_cost(run), "–" if per_head is None else f"{per_head:.2f}",
+                     describe_transform(run.preprocessing) + (f" {PREPROCESSING_DIFFERS}" if id(run) in odd else "")])
+        sources.append([run])
+    if not any(any(cell != "–" for cell in row[2:]) for row in rows):
+        return None
+    intro = ("Cost and preprocessing of each run: the embedding stage as recorded when its cache was written "
+             "(reused: this run found the cache complete), seconds per seeded head fit, and the transform applied")
+    if odd:
+        intro += (f"; {PREPROCESSING_DIFFERS} marks a model whose normalisation or interpolation differs from the "
+                  "other models of its task, so its numbers are not comparable with theirs as they stand")
+    return Section(intro, ["model", "task", "device", "precision", "images/s", "peak memory", "embedding (s)",
+                           "s per head fit", "preprocessing"], rows, sources)
+
+
 def _left_out_section(runs: list[Run]) -> Section | None:
     """Which results.json files the table does not show, so that no run disappears silently."""
     left_out = [path for run in runs for path in run.superseded]
@@ -239,7 +316,8 @@ def _left_out_section(runs: list[Run]) -> Section | None:
 def report_sections(runs: list[Run], comparison: dict[str, Any], stats: StatsConfig) -> list[Section]:
     """Everything after the main table, in the order the report shows it."""
     sections = (_left_out_section(runs), _non_finite_section(comparison), _pairwise_section(runs, comparison, stats),
-                _friedman_section(comparison), _representation_section(runs), _label_efficiency_section(runs))
+                _friedman_section(comparison), _representation_section(runs), _label_efficiency_section(runs),
+                _cost_section(runs))
     return [section for section in sections if section is not None]
 
 
@@ -261,4 +339,6 @@ def caption(runs: list[Run], spec: MetricSpec, stats: StatsConfig) -> str:
                  None: "no better end recorded, so no best"}[spec.higher_is_better]
     return (f"{spec.name}: mean ± std over runs [{stats.confidence:.0%} bootstrap CI]; {direction}; "
             f"{NOT_SIGNIFICANT} = not significantly different from the best (paired bootstrap, alpha {stats.alpha}); "
-            f"{_protocols(runs, spec.name)}")
+            f"{_protocols(runs, spec.name)}"
+            + (f"; {PREPROCESSING_DIFFERS} = embedded with another normalisation or interpolation than the task's other "
+               "models (see the preprocessing table)" if preprocessing_outliers(runs) else ""))
