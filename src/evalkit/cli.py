@@ -203,6 +203,9 @@ def _parse_error(command: str, message: str, evaluation: type[Evaluation] | None
         accepted = f"; its options: {', '.join(options)}" if options else ""
         return EvalkitError(f"{owners[-1]} has no option '{unknown[-1]}'{accepted} (see `evalkit {command} --help`)")
     foreign = re.search(r"unrecognized arguments: --(\w+)\.", message)
+    if foreign and foreign.group(1) == "embed" and command == "fit":
+        return EvalkitError("--embed.* is read by `evalkit predict`, not `evalkit fit`; fit the cache of another "
+                            "precision with --precision (fp32, bf16, fp16)")
     own = evaluation.options if evaluation is not None else {}
     if foreign and foreign.group(1) in own and command == "predict":  # e.g. --head.* is fit's
         return EvalkitError(f"--{foreign.group(1)}.* is read by `evalkit fit`, not `evalkit predict`; pass it to fit "

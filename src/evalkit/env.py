@@ -24,7 +24,7 @@ ENV_DEFAULTS: dict[str, str] = {
     "N_RUNS": "5",
     "MAX_STEPS": "12500",
     "BATCH_SIZE": "",  # empty: the protocol's own batch size
-    "NUM_WORKERS": "",  # empty: min(4, cores)
+    "NUM_WORKERS": "",  # empty: from the cores (CPU: one decode worker per 8, at least 1; GPU: all but one, at most 8)
     "ACCELERATOR": "auto",
     "DEVICES": "1",
     "PREDICT_BATCH_SIZE": "",  # eva's name; empty: --embed.batch_size's own default

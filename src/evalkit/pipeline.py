@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from evalkit.embed.config import EmbedConfig
+from evalkit.embed.config import PRECISIONS, EmbedConfig
 from evalkit.embed.features import FeatureSet, feature_file
 from evalkit.embed.index import model_fingerprint
 from evalkit.errors import EvalkitError
@@ -46,6 +46,12 @@ def _locate(task: Task, model: ModelSpec | None, features: dict[str, FeatureSet]
              for split, feature_set in features.items()}
     missing = [str(path) for path in files.values() if not path.is_file()]
     if missing:
+        others = [other for other in PRECISIONS if other != precision and all(
+            feature_file(embeddings_root, task, model.name, fingerprint, split, feature_set, other)[1].is_file()
+            for split, feature_set in features.items())]
+        if others:  # embedded, but in another precision
+            raise EvalkitError(f"no {precision} feature cache {missing[0]}, but a {others[0]} one of the same task and "
+                               f"model; fit it with --precision {others[0]}, or embed with --embed.precision {precision}")
         groups = "".join(f" and --{group}.*" for group in predict_options)
         same = f" and --embed.precision {precision}" if precision != "fp32" else ""
         raise EvalkitError(f"no feature cache {missing[0]}; run `evalkit predict` with the same task and model"

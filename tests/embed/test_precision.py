@@ -115,5 +115,19 @@ def test_fit_finds_the_cache_of_the_precision_it_is_told(tmp_path):
     records = sorted((tmp_path / "res").rglob("results.json"))
     assert len(records) == 2
     assert {json.loads(r.read_text())["embedding"]["precision"] for r in records} == {"bf16"}
-    missing = run_cli("fit", *common, cwd=tmp_path)  # fp32 was never embedded here
-    assert missing.returncode == 1 and "no feature cache" in missing.stderr, missing.stderr
+
+
+def test_fit_without_precision_points_at_the_cache_of_another_one(tmp_path):
+    """Only a bf16 cache exists: a plain `fit` says to pass --precision bf16; `fit --embed.precision` says to use
+    --precision."""
+    from helpers import VIT_TINY, run_cli
+
+    common = ["--config", str(CRC_TASK_YAML), "--config", str(VIT_TINY), "--data_root", str(DATA),
+              "--embeddings_root", str(tmp_path / "emb"), "--results_root", str(tmp_path / "res")]
+    embedded = run_cli("predict", *common[:-2], "--embed.precision", "bf16", "--embed.accelerator", "cpu",
+                       cwd=tmp_path)
+    assert embedded.returncode == 0, embedded.stderr
+    plain = run_cli("fit", *common, cwd=tmp_path)
+    assert plain.returncode == 1 and "fit it with --precision bf16" in plain.stderr, plain.stderr
+    wrong = run_cli("fit", *common, "--embed.precision", "bf16", cwd=tmp_path)
+    assert wrong.returncode == 1 and "fit the cache of another precision with --precision" in wrong.stderr
