@@ -17,6 +17,7 @@ the row reads at the read rate.
     .venv/bin/python benchmarks/head_fit.py --skip_plain # evalkit and the floors only
     .venv/bin/python benchmarks/head_fit.py --scaling    # N, D and C varied (evalkit and floors, ~5 minutes)
     .venv/bin/python benchmarks/head_fit.py --quick      # N=20,000, to try it out
+    .venv/bin/python benchmarks/head_fit.py --threads    # a PCam-demo-sized probe on 1 and 2 torch threads, alternating
 """
 
 from __future__ import annotations
@@ -152,6 +153,23 @@ def scaling(args: argparse.Namespace, gflops: float, gbs: float) -> None:
               f"{f['memory_s']:.2f} | {f['x_compute']:.1f}x | {f['x_both']:.1f}x | {_load()} |", flush=True)
 
 
+def threads_side_by_side(rounds: int) -> None:
+    """The PCam demo's 5-run probe at its size (600 x 512, 2 classes, val 198) on 1 and on 2 torch threads,
+    alternating in one process (the order flips every round), so that both see the same load."""
+    train, val = synthetic(600, 512, 2, seed=0), synthetic(198, 512, 2, seed=1)
+    seconds: dict[int, list[float]] = {1: [], 2: []}
+    for r in range(rounds):
+        for threads in (1, 2) if r % 2 == 0 else (2, 1):
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            result = fit_linear_probe(train, val, 2, LinearProbeConfig(n_runs=5, device="cpu"), {"val": val})
+            seconds[threads].append(time.perf_counter() - start)
+            print(f"round {r}, {threads} thread(s): {seconds[threads][-1]:.2f} s, best epochs {result.best_epochs}, "
+                  f"load {_load()}", flush=True)
+    for threads, values in seconds.items():
+        print(f"{threads} thread(s): median {sorted(values)[len(values) // 2]:.2f} s, min {min(values):.2f} s")
+
+
 def _load() -> str:
     return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -167,7 +185,13 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=12_500)
     parser.add_argument("--skip_plain", action="store_true", help="leave out the plain loop (the slow part)")
     parser.add_argument("--scaling", action="store_true", help="a table over N, D and C instead (no plain loop)")
+    parser.add_argument("--threads", action="store_true", help="a demo-sized probe on 1 and 2 threads instead")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of --threads")
     args = parser.parse_args()
+    if args.threads:
+        print(f"{os.cpu_count()} cores, torch {torch.__version__}; load average (1/5/15 min) {_load()}")
+        threads_side_by_side(args.rounds)
+        return
     n = 20_000 if args.quick else args.n
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -327,3 +327,22 @@ def test_changed_data_is_not_served_from_a_stale_cache(tmp_path):
     else:
         train = read_embeddings(caches[0].path)
         assert len(train.ids) == 26 and train.ids[-1] == "ADI/ADI-COPY.tif"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_read_embeddings_gives_float32_rows_of_any_stored_type(tmp_path, dtype):
+    """Rows are read straight into one float32 tensor (HDF5 converts chunk by chunk), equal to the stored values."""
+    stored = np.random.default_rng(0).normal(size=(300, 5)).astype(dtype)
+    path = tmp_path / "rows.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("embeddings", data=stored, chunks=(64, 5))
+        f.create_dataset("labels", data=np.arange(300) % 3)
+        f.create_dataset("ids", data=np.array([f"s{i}" for i in range(300)], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        f.attrs.update({"schema_version": SCHEMA_VERSION, "kind": "rows", "model": "m", "model_fingerprint": "",
+                        "dataset": "d", "split": "train", "transform": "", "complete": True,
+                        "evalkit_version": "external"})
+    data = read_embeddings(path)
+    assert data.embeddings.dtype == torch.float32 and data.embeddings.is_contiguous()
+    assert np.array_equal(data.embeddings.numpy(), stored.astype(np.float32))
+    assert data.ids[:2] == ["s0", "s1"] and data.labels.tolist()[:4] == [0, 1, 2, 0]

@@ -319,3 +319,44 @@ def test_the_probe_trains_on_the_embeddings_without_copying_them():
     rows, _ = several.epoch()[0]
     first, second = rows(0, 8), rows(8, 16)
     assert first.data_ptr() == second.data_ptr() and several._buffer.numel() == 3 * 8 * 16
+
+
+def test_runs_on_every_row_shuffle_as_runs_on_explicit_pools():
+    """Runs on every row shuffle the row numbers themselves (no [R, N] stack of pools); they draw and
+    train exactly as runs handed the same rows as separate index tensors, including after runs stop."""
+    train, val = blobs(300, spread=3.0), blobs(60, spread=3.0, seed=1)
+    cfg = LinearProbeConfig(n_runs=3, max_steps=400, seed=2, batch_size=32, lr=0.05, patience_fraction=0.1)
+    every = fit_linear_probe(train, val, 4, cfg, {"val": val})
+    pools = fit_linear_probe(train, val, 4, cfg, {"val": val}, subsets=[torch.arange(300) for _ in range(3)])
+    assert every.best_epochs == pools.best_epochs and every.stopped_epochs == pools.stopped_epochs
+    assert len(set(every.stopped_epochs)) > 1  # some runs left the stack before others
+    assert torch.equal(every.probs["val"], pools.probs["val"])
+    batches = linear._Batches(*train, [torch.arange(300)] * 3, [torch.Generator() for _ in range(3)],
+                              linear._Group([0, 1, 2], 300, 32, 10))
+    assert batches.every_row and batches.rows.stride(0) == 0  # a view of one arange, not a stack
+
+
+def test_small_steps_run_on_one_thread_and_the_thread_count_comes_back(monkeypatch):
+    """A step of 5 runs x 256 rows x 32 dims is tiny: its ops run on one thread (a second one only waits at
+    barriers, and under load for a descheduled thread); the caller's thread count is restored afterwards, and
+    a step at least SMALL_STEP elements large keeps the caller's threads."""
+    seen: list[int] = []
+    real_train = linear._train_group
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(linear, "_train_group", spy)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 32, generator=g), torch.randint(3, (300,), generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        linear.fit_linear_probe((x, y), (x, y), 3, linear.LinearProbeConfig(max_steps=20), {"val": (x, y)})
+        assert seen == [1] and torch.get_num_threads() == 2
+        monkeypatch.setattr(linear, "SMALL_STEP", 1)
+        linear.fit_linear_probe((x, y), (x, y), 3, linear.LinearProbeConfig(max_steps=20), {"val": (x, y)})
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)

@@ -146,11 +146,20 @@ def read_embeddings(path: str | Path) -> Embeddings:
         if problem:
             raise EvalkitError(f"{path} is not an evalkit embedding cache ({problem}); point at a file written by "
                                "`evalkit predict`")
-        embeddings = torch.from_numpy(f["embeddings"][...].astype(np.float32, copy=False))
+        embeddings = _read_float32(f["embeddings"])
         labels = torch.from_numpy(f["labels"][...].astype(np.int64, copy=False))
         ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][...]]
         attrs = plain_attrs(f)
     return Embeddings(embeddings, labels, ids, attrs, path)
+
+
+def _read_float32(dataset: h5py.Dataset) -> torch.Tensor:
+    """The dataset as one float32 tensor, read straight into it: HDF5 converts a float16 (or float64)
+    cache chunk by chunk, so no second full-size array (a stored-type copy, then ``astype``) is ever held."""
+    out = torch.empty(dataset.shape, dtype=torch.float32)
+    if out.numel():
+        dataset.read_direct(out.numpy())
+    return out
 
 
 def is_complete(path: Path, kind: str = ROWS) -> bool:

@@ -26,11 +26,12 @@ block are discarded, and stopped runs leave the stack.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -323,7 +324,11 @@ class _Batches:
                  group: _Group) -> None:
         self.x, self.y, self.generators = x, y, generators
         self.batch, self.steps = group.batch_size, group.steps_per_epoch
-        self.rows = torch.stack(pools)  # [R, n]
+        # Runs on every row (a probe, not few-shot draws) shuffle the row numbers themselves: no
+        # [R, n] stack of pools to index through (10 MB per run-million rows, twice per epoch).
+        self.every_row = all(p is pools[0] for p in pools) and len(pools[0]) == len(x) and \
+            bool((pools[0] == torch.arange(len(x), device=x.device)).all())
+        self.rows = pools[0].expand(len(pools), -1) if self.every_row else torch.stack(pools)  # [R, n]
         self.fixed: tuple[torch.Tensor, torch.Tensor] | None = None
         self._buffer = x.new_empty(0)
         if self.steps == 1:
@@ -335,7 +340,7 @@ class _Batches:
 
     def keep(self, runs: torch.Tensor) -> None:
         """Keep the runs at positions ``runs`` of the stack."""
-        self.rows = self.rows[runs]
+        self.rows = self.rows[:1].expand(len(runs), -1) if self.every_row else self.rows[runs]
         self.generators = [self.generators[i] for i in runs.tolist()]
         if self.fixed is not None:
             xb, yb = self.fixed
@@ -349,7 +354,7 @@ class _Batches:
             return [(rows, yb)]
         n = self.rows.shape[1]
         perms = torch.stack([torch.randperm(n, generator=g) for g in self.generators]).to(self.rows.device)
-        order = self.rows.gather(1, perms)
+        order = perms if self.every_row else self.rows.gather(1, perms)
         labels = self.y[order]
         return [(self._gather(order[:, lo:lo + self.batch]), labels[:, lo:lo + self.batch])
                 for lo in range(0, n, self.batch)]
@@ -474,6 +479,28 @@ def _per_run(values: list[Any]) -> Any:
     return values[0] if all(v == values[0] for v in values) else values
 
 
+SMALL_STEP = 1 << 22  # rows x width gathered per step (all runs) below which a CPU step runs on one thread
+
+
+@contextlib.contextmanager
+def _step_threads(elements: int, device: torch.device) -> Iterator[None]:
+    """One torch thread on the CPU while steps are small (``elements`` = runs x batch x width below
+    :data:`SMALL_STEP`, e.g. 5 x 256 x 512 on the PCam demo): such a step is a few dozen microsecond-sized ops,
+    and each op's threads meet at a barrier, so a second thread saves little on a quiet machine and, when
+    another process holds a core, makes every op wait for a descheduled thread. Measured side by side on
+    2 cores under load 4-6: the demo's 5-run probe 0.6-5.8 s on one thread, 20-133 s on two
+    (docs/performance.md). Threads do not change which rows, steps or epochs a run uses."""
+    if device.type != "cpu" or elements >= SMALL_STEP or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit_linear_probe(
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
@@ -510,8 +537,9 @@ def fit_linear_probe(
     for group in _groups([len(p) for p in pools], protocol, cfg.batch_size):
         lr = cfg.lr if cfg.lr is not None else protocol.lr(group.batch_size)
         patience = protocol.patience(group.size, group.batch_size, cfg.max_steps)
-        fitted = _train_group(x, y, (vx, vy), [pools[r] for r in group.runs], [seeds[r] for r in group.runs], group,
-                              lr, patience, protocol, cfg.max_steps, num_classes)
+        with _step_threads(len(group.runs) * group.batch_size * x.shape[1], device):
+            fitted = _train_group(x, y, (vx, vy), [pools[r] for r in group.runs], [seeds[r] for r in group.runs],
+                                  group, lr, patience, protocol, cfg.max_steps, num_classes)
         best[group.runs] = fitted.best
         for i, r in enumerate(group.runs):
             for key, value in (("batch_size", group.batch_size), ("lr", lr), ("patience_epochs", patience),

@@ -41,6 +41,8 @@ from evalkit.errors import EvalkitError
 
 RANKME_EPS = 1e-7  # the ε of the RankMe paper, added to every normalised singular value
 ALPHA_REQ_REL_TOL = 1e-10  # eigenvalues at or below λ_1 · this are taken as zero in the α-ReQ fit
+# Rows per float64 working chunk by default: about this many bytes of them (a few such copies live at once).
+CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,12 @@ def standardise_rows(block: torch.Tensor) -> tuple[torch.Tensor, int]:
     return rows, int(constant.sum())
 
 
-def second_moments(embeddings: torch.Tensor | np.ndarray, chunk_rows: int = 8192) -> SecondMoments:
+def second_moments(embeddings: torch.Tensor | np.ndarray, chunk_rows: int | None = None) -> SecondMoments:
     """Accumulate the mean, uncentred Gram, centred covariance and the row-standardised Gram of ``embeddings``
     [N, D] in one pass.
 
-    Only ``chunk_rows`` rows at a time are converted to float64; a CUDA tensor is
+    Only ``chunk_rows`` rows at a time are converted to float64 (default: ``CHUNK_BYTES`` of them,
+    1,365 rows at D = 1,536, so that each working copy stays small beside the data); a CUDA tensor is
     accumulated on its own device.
     """
     shape = tuple(embeddings.shape)
@@ -109,6 +112,8 @@ def second_moments(embeddings: torch.Tensor | np.ndarray, chunk_rows: int = 8192
         raise EvalkitError(f"representation metrics need at least 2 embeddings, got {n}")
     if dim < 1:
         raise EvalkitError("embeddings have no feature dimensions (D = 0)")
+    if chunk_rows is None:
+        chunk_rows = max(1, CHUNK_BYTES // (8 * dim))
     if chunk_rows < 1:
         raise EvalkitError(f"chunk_rows must be at least 1, got {chunk_rows}")
 
@@ -138,16 +143,28 @@ def second_moments(embeddings: torch.Tensor | np.ndarray, chunk_rows: int = 8192
 
     # With s = Σ(z - c) and S = Σ(z - c)(z - c)ᵀ about the shift c:
     #   Σ z zᵀ = S + c sᵀ + s cᵀ + N c cᵀ,  and  (N - 1) cov = S - s sᵀ / N.
+    # Each D × D matrix is 19 MB at D = 1,536, so they are formed in place, one temporary at a
+    # time, in the order (and so with the rounding) of the formulas.
     mean = shift + total / n
+    covariance = torch.outer(total, total).div_(n)
+    covariance = torch.sub(outer, covariance, out=covariance).div_(n - 1)
+    gram = outer  # S itself is not needed any more
     cross = torch.outer(shift, total)
-    gram = outer + cross + cross.T + n * torch.outer(shift, shift)
-    covariance = (outer - torch.outer(total, total) / n) / (n - 1)
+    gram += cross
+    gram += cross.T
+    del cross
+    gram += torch.outer(shift, shift).mul_(n)
     # gemm need not return a bitwise-symmetric AᵀA; eigvalsh would read only one triangle.
-    gram = (gram + gram.T) / 2
-    covariance = (covariance + covariance.T) / 2
-    row_gram = (row_gram + row_gram.T) / 2
+    gram = _symmetric(gram)
+    covariance = _symmetric(covariance)
+    row_gram = _symmetric(row_gram)
     return SecondMoments(n=n, mean=mean, gram=gram, covariance=covariance, varies=varies, row_gram=row_gram,
                          constant_rows=constant_rows)
+
+
+def _symmetric(matrix: torch.Tensor) -> torch.Tensor:
+    """``(A + Aᵀ) / 2`` with one temporary (the caller's ``A`` is given up)."""
+    return (matrix + matrix.T).div_(2)
 
 
 def singular_values_from_gram(gram: torch.Tensor, rank: int) -> torch.Tensor:
@@ -223,11 +240,11 @@ def dimcorr_from_covariance(covariance: torch.Tensor, varies: torch.Tensor | Non
     d = int(keep.sum())
     if d < 2:
         return math.nan
-    cov = cov[keep][:, keep]
-    std = cov.diagonal().sqrt()
-    corr = (cov / torch.outer(std, std)).clamp_(-1.0, 1.0)
+    corr = cov[keep][:, keep] if d < len(keep) else cov.clone()  # the one D × D working copy (19 MB at 1,536)
+    std = corr.diagonal().sqrt()
+    corr.div_(torch.outer(std, std)).clamp_(-1.0, 1.0)
     corr.fill_diagonal_(0.0)
-    return math.sqrt(float(corr.square().sum()) / (d * (d - 1)))
+    return math.sqrt(float(corr.square_().sum()) / (d * (d - 1)))
 
 
 def alpha_req_from_eigenvalues(eigenvalues: torch.Tensor, rel_tol: float = ALPHA_REQ_REL_TOL) -> float:
@@ -253,19 +270,24 @@ def alpha_req_from_eigenvalues(eigenvalues: torch.Tensor, rel_tol: float = ALPHA
 
 
 def representation_metrics(embeddings: torch.Tensor | np.ndarray,
-                           chunk_rows: int = 8192) -> dict[str, float | int]:
+                           chunk_rows: int | None = None) -> dict[str, float | int]:
     """RankMe, ODCorr, DimCorr and α-ReQ of ``embeddings`` [N, D] (torch or numpy, any float dtype), from one pass.
 
     ``odcorr_excluded`` is a count, not a metric: the samples left out of ODCorr because their
     embedding has zero variance (all D values equal). ``chunk_rows`` bounds the float64
-    working copies to ``chunk_rows × D`` each; the results do not depend on it beyond rounding.
+    working copies to ``chunk_rows × D`` each (default ``CHUNK_BYTES`` of them); the results do not depend on it
+    beyond rounding.
     """
     moments = second_moments(embeddings, chunk_rows=chunk_rows)
     singular_values = singular_values_from_gram(moments.gram, rank=min(moments.n, moments.gram.shape[0]))
+    rankme = rankme_from_singular_values(singular_values)
+    odcorr = odcorr_from_row_gram(moments.row_gram, moments.n - moments.constant_rows)
+    covariance, varies, constant_rows = moments.covariance, moments.varies, moments.constant_rows
+    del moments  # its Gram matrices (19 MB each at D = 1,536) are done with
     return {
-        "rankme": rankme_from_singular_values(singular_values),
-        "odcorr": odcorr_from_row_gram(moments.row_gram, moments.n - moments.constant_rows),
-        "odcorr_excluded": moments.constant_rows,
-        "dimcorr": dimcorr_from_covariance(moments.covariance, moments.varies),
-        "alpha_req": alpha_req_from_eigenvalues(torch.linalg.eigvalsh(moments.covariance)),
+        "rankme": rankme,
+        "odcorr": odcorr,
+        "odcorr_excluded": constant_rows,
+        "dimcorr": dimcorr_from_covariance(covariance, varies),
+        "alpha_req": alpha_req_from_eigenvalues(torch.linalg.eigvalsh(covariance)),
     }
