@@ -64,7 +64,7 @@ results-segmentation: $(STAMP)
 	$(BIN)/evalkit report $(SEGFX)/results --metric dice --output_dir results/segmentation_fixture --html
 
 # The pretrained model of the demo: LeJEPA ResNet-18 on the PCam demo's 600 training tiles and patches
-# of the two shipped slides (20 epochs; 30.5 min on 2 busy CPU cores, see docs/pretraining.md), exported
+# of the two shipped slides (20 epochs; 8.4 min on 2 quiet CPU cores, see docs/pretraining.md), exported
 # (backbone only, float16) to data/models/lejepa_resnet18_pcam.ckpt.
 PRETRAIN_CFG := configs/pretrain/lejepa_resnet18_pcam.yaml
 LEJEPA_RUN := runs/pretrain/lejepa_resnet18_pcam
