@@ -467,3 +467,17 @@ def test_torchvision_resolves_the_weights_transform_without_building(monkeypatch
     assert spec.fingerprint() != TorchvisionModel("resnet18", weights="IMAGENET1K_V1",
                                                   preprocessing=Preprocessing()).fingerprint()
     assert TorchvisionModel("resnet18").resolved_preprocessing() == Preprocessing()
+
+
+def test_a_vit_of_another_input_size_than_its_preprocessing_is_refused_in_one_line():
+    """Before, timm's AssertionError ("Input height (32) doesn't match model (224)") came as a traceback from
+    inside the embedding loop; with img_size or dynamic_img_size it builds."""
+    from evalkit.models import Preprocessing, TimmModel
+
+    with pytest.raises(EvalkitError, match=r"takes 224x224 inputs, the preprocessing gives 32x32; set "
+                                           r"preprocessing.input_size 224") as info:
+        TimmModel("vit_tiny_patch16_224", preprocessing=Preprocessing(input_size=32)).build()
+    assert "\n" not in str(info.value)
+    for kwargs in ({"img_size": 32}, {"dynamic_img_size": True}):
+        backbone = TimmModel("vit_tiny_patch16_224", model_kwargs=kwargs, preprocessing=Preprocessing(input_size=32)).build()
+        assert backbone(torch.zeros(1, 3, 32, 32))["cls"].shape == (1, 192)

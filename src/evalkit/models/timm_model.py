@@ -163,7 +163,19 @@ class TimmModel(ModelSpec):
             raise EvalkitError(f"timm model '{self.model_name}' expects the transform {built.as_dict()}, not the "
                                f"{preprocessing.as_dict()} its registry entry implies; set preprocessing in the model "
                                "config")
+        _check_input_size(net, self.model_name, preprocessing.input_size)
         return TimmBackbone(net.eval(), preprocessing, self.pooling)
+
+
+def _check_input_size(net: torch.nn.Module, model_name: str, size: int) -> None:
+    """A ViT built for a fixed input size refuses another one mid-embedding with timm's assertion; say it here,
+    in one line, before any image is read."""
+    patch_embed = getattr(net, "patch_embed", None)
+    fixed = getattr(patch_embed, "img_size", None)
+    if fixed and getattr(patch_embed, "strict_img_size", False) and tuple(fixed) != (size, size):
+        raise EvalkitError(f"timm model '{model_name}' takes {fixed[0]}x{fixed[1]} inputs, the preprocessing gives "
+                           f"{size}x{size}; set preprocessing.input_size {fixed[0]}, or build the model for {size} px "
+                           f"with model_kwargs: {{img_size: {size}}} (or {{dynamic_img_size: true}})")
 
 
 def _pretrained_cfg(model_name: str) -> Any:
