@@ -18,13 +18,13 @@ import argparse
 import hashlib
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from evalkit.data.base import IMAGE_EXTENSIONS
 from evalkit.embed.manifest import Manifest, SourceFiles, changed_files, file_sha256, strict_stat, write_stat_record
+from common import timed
 
 
 def _tiles(source: Path) -> list[bytes]:
@@ -46,12 +46,6 @@ def _write(folder: Path, tiles: list[bytes], n: int) -> list[Path]:
     return paths
 
 
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=20000, help="tiles to write and check")
@@ -63,14 +57,14 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(dir=args.scratch))
     try:
         data = scratch / "data"
-        paths, write_s = _timed(lambda: _write(data, tiles, args.n))
+        paths, write_s = timed(lambda: _write(data, tiles, args.n))
         total = sum(p.stat().st_size for p in paths)
         print(f"{args.n} tiles, {total / 1e9:.2f} GB ({total / args.n / 1e3:.1f} kB each) from {args.source}; "
               f"written in {write_s:.1f} s")
 
-        stat, stat_s = _timed(lambda: strict_stat(paths))
-        hashes, hash_s = _timed(lambda: [file_sha256(p) for p in paths])
-        _, raw_s = _timed(lambda: hashlib.sha256(b"\0" * total).digest() if total < 4e9 else None)
+        stat, stat_s = timed(lambda: strict_stat(paths))
+        hashes, hash_s = timed(lambda: [file_sha256(p) for p in paths])
+        _, raw_s = timed(lambda: hashlib.sha256(b"\0" * total).digest() if total < 4e9 else None)
         print(f"stat (fast path)   {stat_s:7.2f} s  {args.n / stat_s:10.0f} files/s")
         print(f"sha256 of files    {hash_s:7.2f} s  {total / hash_s / 1e9:10.2f} GB/s  {args.n / hash_s:8.0f} files/s")
         print(f"sha256 in memory   {raw_s:7.2f} s  {total / raw_s / 1e9:10.2f} GB/s  (one buffer: the hash alone)")
@@ -84,9 +78,9 @@ def main() -> None:
         cache = scratch / "train-rows-0000000000000000.h5"
         write_stat_record(cache, manifest.paths, stat)
         clone_sources = SourceFiles.of([(p,) for p in clone_paths])
-        changed, first_s = _timed(lambda: changed_files(manifest, clone_sources, clone, cache))
+        changed, first_s = timed(lambda: changed_files(manifest, clone_sources, clone, cache))
         assert len(changed) == 0
-        changed, again_s = _timed(lambda: changed_files(manifest, clone_sources, clone, cache))
+        changed, again_s = timed(lambda: changed_files(manifest, clone_sources, clone, cache))
         assert len(changed) == 0
         print(f"clone, first check {first_s:7.2f} s  (every file hashed once)")
         print(f"clone, next checks {again_s:7.2f} s  (stat record renewed: the fast path)")

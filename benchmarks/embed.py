@@ -35,14 +35,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from common import load_average
 
 REPO = Path(__file__).resolve().parents[1]
 TILES = sorted(p for p in (REPO / "data" / "crc_demo").rglob("*") if p.suffix in (".png", ".tif"))
-
-
-def _load() -> str:
-    """The 1-, 5- and 15-minute load averages."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").is_file() else "n/a"
 
 
 def _cpu_s() -> float:
@@ -145,11 +141,11 @@ def child_rounds(args: argparse.Namespace) -> dict:
     bare = Bare(args)
     rounds = []
     for _ in range(args.rounds):
-        load = _load()
+        load = load_average()
         entry = {"bare": bare.run(args.threads), "stages": {}}
         for w in settings:
             entry["stages"][str(w)] = stage(args, Path(args.workdir) / "stage", w)
-        entry["load"] = f"{load} -> {_load()}"
+        entry["load"] = f"{load} -> {load_average()}"
         rounds.append(entry)
     return {"rounds": rounds, "threads_default": torch.get_num_threads()}
 
@@ -199,15 +195,15 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {platform.machine()}, {cores} cores available, torch {torch.__version__}; model {args.model} "
           f"(random init), batch {args.batch_size}, {args.precision}, {args.images} images per stage run; "
-          f"load {_load()}")
+          f"load {load_average()}")
     if args.memory:
         for n in (args.images, 2 * args.images):
-            load = _load()
+            load = load_average()
             r = _run_child("memory", args, images=n)
             print(f"stage alone on {n} images, fresh process ({r['num_workers']} workers, {r['threads']} threads): "
                   f"peak RSS {r['peak_rss_mb']:.0f} MB (embedding_cost: {r['peak_memory_bytes'] / 2**20:.0f} MB); "
                   f"start-up {r['startup_s']:.2f} s (model build {r['model_build_s']:.2f} s), steady "
-                  f"{r['steady_images_per_s']:.2f} images/s; load {load} -> {_load()}")
+                  f"{r['steady_images_per_s']:.2f} images/s; load {load} -> {load_average()}")
         return
 
     result = _run_child("rounds", args)
@@ -238,7 +234,7 @@ def main() -> None:
               f"all rounds; per round {min(per_round):.3f}-{max(per_round):.3f}x; target >= 0.93x); start-up apart "
               f"(imports aside): median {statistics.median(s['startup_s'] for s in runs):.2f} s, of it model build "
               f"{statistics.median(s['model_build_s'] for s in runs):.2f} s")
-    print(f"load at the end: {_load()}")
+    print(f"load at the end: {load_average()}")
 
 
 if __name__ == "__main__":

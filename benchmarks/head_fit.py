@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from evalkit.heads import PROTOCOLS, LinearProbeConfig, ProbeResult, fit_linear_probe
 from evalkit.metrics import balanced_accuracy, confusion_matrices
+from common import load_average
 
 
 def synthetic(n: int, dim: int, classes: int, seed: int, noise: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +151,7 @@ def scaling(args: argparse.Namespace, gflops: float, gbs: float) -> None:
         work = fit_work(result, n, args.val, dim, classes, args.max_steps)
         f = floors(seconds, work, gflops, gbs)
         print(f"| {n:,} | {dim} | {classes} | {work.run_steps:,} | {seconds:.1f} | {f['compute_s']:.2f} | "
-              f"{f['memory_s']:.2f} | {f['x_compute']:.1f}x | {f['x_both']:.1f}x | {_load()} |", flush=True)
+              f"{f['memory_s']:.2f} | {f['x_compute']:.1f}x | {f['x_both']:.1f}x | {load_average()} |", flush=True)
 
 
 def threads_side_by_side(rounds: int) -> None:
@@ -165,13 +166,9 @@ def threads_side_by_side(rounds: int) -> None:
             result = fit_linear_probe(train, val, 2, LinearProbeConfig(n_runs=5, device="cpu"), {"val": val})
             seconds[threads].append(time.perf_counter() - start)
             print(f"round {r}, {threads} thread(s): {seconds[threads][-1]:.2f} s, best epochs {result.best_epochs}, "
-                  f"load {_load()}", flush=True)
+                  f"load {load_average()}", flush=True)
     for threads, values in seconds.items():
         print(f"{threads} thread(s): median {sorted(values)[len(values) // 2]:.2f} s, min {min(values):.2f} s")
-
-
-def _load() -> str:
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -189,13 +186,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="rounds of --threads")
     args = parser.parse_args()
     if args.threads:
-        print(f"{os.cpu_count()} cores, torch {torch.__version__}; load average (1/5/15 min) {_load()}")
+        print(f"{os.cpu_count()} cores, torch {torch.__version__}; load average (1/5/15 min) {load_average()}")
         threads_side_by_side(args.rounds)
         return
     n = 20_000 if args.quick else args.n
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; load average (1/5/15 min) {_load()}")
+          f"{torch.get_num_threads()} threads; load average (1/5/15 min) {load_average()}")
     gflops, gbs = gemm_rate() / 1e9, read_rate() / 1e9
     print(f"floors measured here: GEMM {gflops:.1f} GFLOP/s (2048^3 float32 matmul), streaming read {gbs:.1f} GB/s")
     if args.scaling:
@@ -211,7 +208,7 @@ def main() -> None:
     print(f"evalkit: {evalkit_s:.1f} s for {work.run_steps:,} run-steps; {work.flops / 1e12:.2f} TFLOP -> compute floor "
           f"{f['compute_s']:.2f} s, {work.row_bytes / 1e9:.1f} GB of row reads -> memory floor {f['memory_s']:.2f} s")
     print(f"evalkit / compute floor: {f['x_compute']:.1f}x (target <= 4x); / (compute + memory floors): "
-          f"{f['x_both']:.1f}x; load now {_load()}")
+          f"{f['x_both']:.1f}x; load now {load_average()}")
     print(f"evalkit steps run: {result.settings['steps_run']:,}, best epochs {result.best_epochs}, "
           f"stopped epochs {result.stopped_epochs}")
     if args.skip_plain:
@@ -230,7 +227,7 @@ def main() -> None:
     print()
     diff_pp = 100 * abs(mean(evalkit_ba) - mean(plain_ba))
     print(f"speed-up: {plain_s / evalkit_s:.1f}x (target >= 10x); accuracy difference: {diff_pp:.2f} pp (target <= 0.5 pp); "
-          f"load {_load()}")
+          f"load {load_average()}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import argparse
 import glob
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -39,23 +38,14 @@ from evalkit.stats.config import StatsConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from head_fit import plain_loop, synthetic  # noqa: E402
+from common import load_average, timed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CACHE = ROOT / "data/embeddings/crc_demo/vit_small_patch16_224-random"
 
 
-def _load() -> str:
-    return " / ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def grid_config(name: str) -> LabelEfficiencyConfig:
     return LabelEfficiencyConfig(**yaml.safe_load((ROOT / "configs/fewshot" / name).read_text())["fewshot"])
-
-
-def timed(f):
-    start = time.perf_counter()
-    out = f()
-    return out, time.perf_counter() - start
 
 
 def main() -> None:
@@ -69,7 +59,7 @@ def main() -> None:
     cfg = LinearProbeConfig(device="cpu")
     stats = StatsConfig()
     print(f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"data N={args.n:,} x D={dim}, {classes} classes, val {args.val:,}; load at start {_load()}")
+          f"data N={args.n:,} x D={dim}, {classes} classes, val {args.val:,}; load at start {load_average()}")
     rows: list[tuple[str, float, str]] = []
 
     probe, probe_s = timed(lambda: fit_linear_probe(train, val, classes, cfg, {"val": val}))
@@ -110,7 +100,7 @@ def main() -> None:
     print("|---|---:|---|")
     for name, seconds, note in rows:
         print(f"| {name} | {seconds:.2f} | {note} |")
-    print(f"\nload at the end {_load()}")
+    print(f"\nload at the end {load_average()}")
 
 
 if __name__ == "__main__":

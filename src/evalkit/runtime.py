@@ -6,8 +6,10 @@ so the answers live here, importable without Lightning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -47,3 +49,16 @@ def is_global_zero() -> bool:
         return torch.distributed.get_rank() == 0
     # Before the process group exists, a rank that Lightning launched knows itself from its environment.
     return all(int(os.environ.get(name) or 0) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block (``None``: left as they are), and the caller's
+    count restored after it, however the block ends."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

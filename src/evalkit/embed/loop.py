@@ -26,7 +26,7 @@ from evalkit.embed.cost import CostMeter
 from evalkit.embed.features import FeatureSet
 from evalkit.errors import EvalkitError, one_line
 from evalkit.models.base import Backbone
-from evalkit.runtime import on_gpu, progress_bars
+from evalkit.runtime import on_gpu, progress_bars, torch_threads
 
 
 class _EmbedModule(L.LightningModule):
@@ -141,7 +141,6 @@ def run_predict(backbone: Backbone, dataset: torch.utils.data.Dataset, features:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    threads_before = torch.get_num_threads()
     settings: dict[str, Any] = {}
 
     def meter(trainer: L.Trainer, run: str) -> CostMeter:
@@ -166,11 +165,10 @@ def run_predict(backbone: Backbone, dataset: torch.utils.data.Dataset, features:
     settings.update(precision=cfg.precision, num_workers=workers, threads=threads, batch_size=partial.batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=pending, num_workers=workers, pin_memory=gpu,
                                          persistent_workers=False)
-    torch.set_num_threads(threads)  # the workers set their own to 1
-    try:
-        trainer.predict(_EmbedModule(backbone, features), dataloaders=loader, return_predictions=False)
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
-        raise EvalkitError("interrupted; the finished batches are saved: rerun the same command to resume") from None
-    finally:
-        torch.set_num_threads(threads_before)
+    with torch_threads(threads):  # the workers set their own to 1
+        try:
+            trainer.predict(_EmbedModule(backbone, features), dataloaders=loader, return_predictions=False)
+        except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into SystemExit(1)
+            raise EvalkitError("interrupted; the finished batches are saved: rerun the same command to resume") \
+                from None
     trainer.strategy.barrier()

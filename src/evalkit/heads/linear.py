@@ -31,7 +31,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -39,7 +39,7 @@ from evalkit.env import env_int
 from evalkit.errors import EvalkitError
 from evalkit.heads.protocols import PROTOCOLS, Protocol, cosine_schedule
 from evalkit.metrics.classification import balanced_accuracy, classification_metrics, confusion_matrices
-from evalkit.runtime import check_torch_device
+from evalkit.runtime import check_torch_device, torch_threads
 
 # Epoch snapshots scored together: up to this many optimiser steps of them (a block of 32
 # one-step epochs on a small set; one epoch of a large one), and at most this many bytes of
@@ -482,23 +482,14 @@ def _per_run(values: list[Any]) -> Any:
 SMALL_STEP = 1 << 22  # rows x width gathered per step (all runs) below which a CPU step runs on one thread
 
 
-@contextlib.contextmanager
-def _step_threads(elements: int, device: torch.device) -> Iterator[None]:
+def _step_threads(elements: int, device: torch.device) -> contextlib.AbstractContextManager[None]:
     """One torch thread on the CPU while steps are small (``elements`` = runs x batch x width below
     :data:`SMALL_STEP`, e.g. 5 x 256 x 512 on the PCam demo): such a step is a few dozen microsecond-sized ops,
     and each op's threads meet at a barrier, so a second thread saves little on a quiet machine and, when
     another process holds a core, makes every op wait for a descheduled thread. Measured side by side on
     2 cores under load 4-6: the demo's 5-run probe 0.6-5.8 s on one thread, 20-133 s on two
     (docs/performance.md). Threads do not change which rows, steps or epochs a run uses."""
-    if device.type != "cpu" or elements >= SMALL_STEP or torch.get_num_threads() == 1:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1 if device.type == "cpu" and elements < SMALL_STEP else None)
 
 
 def fit_linear_probe(
