@@ -18,7 +18,7 @@ from evalkit import __version__
 from evalkit.cli import main
 from evalkit.evaluations.linear_probe import LinearProbe
 from evalkit.metrics.spec import METRICS
-from helpers import CONFIGS, CRC_TASK, DATA, RESNET_RANDOM, model_yaml, run_cli
+from helpers import CONFIGS, CRC_TASK, DATA, RESNET_RANDOM, model_yaml, run_cli, run_in_process
 
 EMBEDDING_LINE = re.compile(r"embedding \d+ images")
 
@@ -138,9 +138,9 @@ def test_two_models_in_one_predict_fit_print_one_table(tmp_path):
                           name="timm-r18", preprocessing={"input_size": 64})
     tv_cfg = model_yaml(tmp_path / "tv_r18.yaml", "evalkit.models.TorchvisionModel", model_name="resnet18",
                         name="tv-r18", preprocessing={"input_size": 64})
-    proc = run_cli("predict_fit", "--config", CRC_TASK, "--config", timm_cfg, "--config", tv_cfg,
-                   "--head.max_steps", "100", "--head.n_runs", "2", "--data_root", DATA,
-                   "--embeddings_root", tmp_path / "emb", "--results_root", tmp_path / "res", cwd=tmp_path)
+    proc = run_in_process("predict_fit", "--config", CRC_TASK, "--config", timm_cfg, "--config", tv_cfg,
+                          "--head.max_steps", "100", "--head.n_runs", "2", "--data_root", DATA,
+                          "--embeddings_root", tmp_path / "emb", "--results_root", tmp_path / "res", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     assert rows[0].replace(" ", "") == "|model|crc_demo/val|"

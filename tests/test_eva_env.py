@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import yaml
 from evalkit.cli import build_parser, main
 from evalkit.env import EVA_ALIASES, EVA_IGNORED, eva_warning
 from evalkit.preparse import chosen_evaluation, with_class_paths
-from helpers import CRC_TASK, DATA, REPO, cli_env, copy_crc_demo, evalkit_cmd, model_yaml
+from helpers import CRC_TASK, DATA, REPO, copy_crc_demo, model_yaml, run_in_process
 
 DOC = REPO / "docs" / "coming_from_eva.md"
 # eva's variables that evalkit reads under the same name and with the same meaning (DATA_ROOT: same name only)
@@ -201,8 +200,7 @@ def test_the_worked_example_of_coming_from_eva_runs_as_shown(tmp_path):
     commands = _doc_commands()
     assert len(commands) == 2 and all(cmd[0] for cmd in commands)
     for env, argv, expected in commands:
-        done = subprocess.run(evalkit_cmd(*argv), cwd=tmp_path, env=cli_env(**env), capture_output=True, text=True,
-                              timeout=600)
+        done = run_in_process(*argv, cwd=tmp_path, **env)
         assert done.returncode == 0, done.stderr
         _assert_shown(expected, done.stderr.splitlines() + done.stdout.splitlines())
     assert len(list((tmp_path / "results" / "runs" / "crc_demo" / "resnet18-random").glob("*/results.json"))) == 1

@@ -3,7 +3,7 @@
 The readers are checked against numbers written in this file (eva's BACH index ranges, the
 published split sizes, the class orders), then the real command line is run on the same
 folders: ``evalkit data check`` for all five tasks and ``evalkit predict_fit`` for the four
-classification tasks, a few subprocesses at a time (see ``outcomes``).
+classification tasks, a few in subprocesses, the rest in-process (see ``evalkit``).
 """
 
 from __future__ import annotations
@@ -439,15 +439,12 @@ def test_data_check_in_process_finds_an_unreadable_label(tmp_path):
 
 
 # ---- 5.-8. the command line ------------------------------------------------------------------------------
-# The real command line, `python -m evalkit`, in subprocesses run once, three at a time (fixture `outcomes`):
-# `data check` for all five tasks with allow_subset, without it, and on a corrupt file; predict_fit for the
-# four classification tasks and with --embed.skip_unreadable. Each spends ~5 s importing torch and Lightning,
-# so the three remaining cases (a gzipped PCam file, CoNSeP through predict_fit, an unreadable image without
-# skip_unreadable) call the same entry point, `evalkit.cli.main`, in-process; so do the tasks left out of
-# SUBPROCESS_STRICT / SUBPROCESS_CORRUPT, should the time budget need it.
-
-SUBPROCESS_STRICT = ("bach", "crc", "mhist", "pcam", "consep")
-SUBPROCESS_CORRUPT = ("bach", "crc", "mhist", "pcam", "consep")
+# Every command line of this module runs once (fixture ``evalkit``): those in SUBPROCESS as the real
+# `python -m evalkit`, in subprocesses started together (fixture ``outcomes``), one `data check` of each kind (one
+# that passes, one refused for its counts, one naming a corrupt file); the others, predict_fit included (its
+# subprocess runs are in test_end_to_end.py), call the same entry point, `evalkit.cli.main`, in-process, sparing
+# the ~4 s of imports each subprocess pays.
+SUBPROCESS = ("check_bach", "check_strict_pcam", "check_corrupt_consep")
 # task -> (file damaged, relative to the data root; what the error must name)
 CORRUPT = {
     "bach": ("bach/ICIAR2018_BACH_Challenge/Photos/Invasive/iv073.tif", "Invasive/iv073.tif"),
@@ -505,27 +502,23 @@ def cli_data(layouts, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def outcomes(cli_data) -> dict[str, Outcome]:
-    """The subprocess runs, three at a time, the longest first."""
-    names = ["fit_bach", "fit_crc", "fit_mhist", "fit_pcam", "fit_crc_skip_unreadable",
-             *(f"check_{task}" for task in SPECS), *(f"check_strict_{task}" for task in SUBPROCESS_STRICT),
-             *(f"check_corrupt_{task}" for task in SUBPROCESS_CORRUPT)]
-    done = run_many({name: cli_data["argv"][name] for name in names}, cli_data["base"], max_parallel=3)
+    """The subprocess runs, all at once."""
+    done = run_many({name: cli_data["argv"][name] for name in SUBPROCESS}, cli_data["base"], max_parallel=3)
     print("subprocess seconds:", ", ".join(f"{name} {o.seconds:.1f}" for name, o in done.items()))  # shown with -s
-    return done
+    return dict(done)
 
 
 @pytest.fixture
 def evalkit(cli_data, outcomes, capsys):
-    """``evalkit(name)``: the subprocess outcome where one ran, else ``evalkit.cli.main`` in-process."""
+    """``evalkit(name)``: the subprocess outcome where one ran, else ``evalkit.cli.main`` in-process, once."""
     from evalkit.cli import main
 
     def run(name: str) -> Outcome:
-        if name in outcomes:
-            return outcomes[name]
-        capsys.readouterr()
-        code = main(cli_data["argv"][name])
-        out, err = capsys.readouterr()
-        return Outcome(code, out, err, cli_data["base"] / name)
+        if name not in outcomes:
+            capsys.readouterr()
+            code = main(cli_data["argv"][name])
+            outcomes[name] = Outcome(code, *capsys.readouterr(), cli_data["base"] / name)
+        return outcomes[name]
 
     return run
 
@@ -554,8 +547,8 @@ def _table_rows(task: str, expected: Expected, split: str) -> list[tuple[str, in
 
 
 @pytest.mark.parametrize("task", list(SPECS))
-def test_cli_data_check_prints_found_and_official_counts(cli_data, outcomes, task):
-    outcome = outcomes[f"check_{task}"]
+def test_cli_data_check_prints_found_and_official_counts(cli_data, evalkit, task):
+    outcome = evalkit(f"check_{task}")
     assert outcome.returncode == 0, outcome.stderr
     assert "Traceback" not in outcome.stderr and not outcome.error_lines
     lines = outcome.stdout.splitlines()
@@ -630,8 +623,8 @@ def _results(folder: Path, task: str) -> dict:
 
 
 @pytest.mark.parametrize("task", ["bach", "crc", "mhist", "pcam"])
-def test_cli_predict_fit_on_the_official_layout(cli_data, outcomes, task):
-    outcome, expected = outcomes[f"fit_{task}"], cli_data["expected"][task]
+def test_cli_predict_fit_on_the_official_layout(cli_data, evalkit, task):
+    outcome, expected = evalkit(f"fit_{task}"), cli_data["expected"][task]
     assert outcome.returncode == 0, outcome.stderr
     assert "Traceback" not in outcome.stderr and not outcome.error_lines
     caches = _caches(outcome.folder, task)
@@ -671,8 +664,8 @@ def test_cli_predict_fit_on_consep_trains_the_decoder_on_cached_crops(evalkit):
     assert (path.parent / "overlay_test_test_1.png").is_file() and (path.parent / "training_curve_test.png").is_file()
 
 
-def test_cli_skip_unreadable_leaves_the_file_out_and_records_it(cli_data, outcomes):
-    outcome, expected = outcomes["fit_crc_skip_unreadable"], cli_data["expected"]["crc"]
+def test_cli_skip_unreadable_leaves_the_file_out_and_records_it(cli_data, evalkit):
+    outcome, expected = evalkit("fit_crc_skip_unreadable"), cli_data["expected"]["crc"]
     assert outcome.returncode == 0, outcome.stderr
     assert "Traceback" not in outcome.stderr
     assert f"left out 1 unreadable image(s), first: {SKIPPED_CRC}" in outcome.stderr

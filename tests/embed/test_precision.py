@@ -103,14 +103,15 @@ def test_fp16_on_a_gpu_writes_a_cache_that_says_fp16(tmp_path):
 
 def test_fit_finds_the_cache_of_the_precision_it_is_told(tmp_path):
     """predict_fit fits what it embedded; `fit --precision bf16` finds the bf16 cache, and results.json says bf16."""
-    from helpers import VIT_TINY, run_cli
+    from helpers import VIT_TINY, run_in_process
 
     common = ["--config", str(CRC_TASK_YAML), "--config", str(VIT_TINY), "--data_root", str(DATA),
               "--embeddings_root", str(tmp_path / "emb"), "--results_root", str(tmp_path / "res"),
               "--head.n_runs", "1", "--head.max_steps", "20"]
-    first = run_cli("predict_fit", *common, "--embed.precision", "bf16", "--embed.accelerator", "cpu", cwd=tmp_path)
+    first = run_in_process("predict_fit", *common, "--embed.precision", "bf16", "--embed.accelerator", "cpu",
+                           cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    refit = run_cli("fit", *common, "--precision", "bf16", cwd=tmp_path)
+    refit = run_in_process("fit", *common, "--precision", "bf16", cwd=tmp_path)
     assert refit.returncode == 0, refit.stderr
     records = sorted((tmp_path / "res").rglob("results.json"))
     assert len(records) == 2
@@ -120,14 +121,14 @@ def test_fit_finds_the_cache_of_the_precision_it_is_told(tmp_path):
 def test_fit_without_precision_points_at_the_cache_of_another_one(tmp_path):
     """Only a bf16 cache exists: a plain `fit` says to pass --precision bf16; `fit --embed.precision` says to use
     --precision."""
-    from helpers import VIT_TINY, run_cli
+    from helpers import VIT_TINY, run_in_process
 
     common = ["--config", str(CRC_TASK_YAML), "--config", str(VIT_TINY), "--data_root", str(DATA),
               "--embeddings_root", str(tmp_path / "emb"), "--results_root", str(tmp_path / "res")]
-    embedded = run_cli("predict", *common[:-2], "--embed.precision", "bf16", "--embed.accelerator", "cpu",
-                       cwd=tmp_path)
+    embedded = run_in_process("predict", *common[:-2], "--embed.precision", "bf16", "--embed.accelerator", "cpu",
+                              cwd=tmp_path)
     assert embedded.returncode == 0, embedded.stderr
-    plain = run_cli("fit", *common, cwd=tmp_path)
+    plain = run_in_process("fit", *common, cwd=tmp_path)
     assert plain.returncode == 1 and "fit it with --precision bf16" in plain.stderr, plain.stderr
-    wrong = run_cli("fit", *common, "--embed.precision", "bf16", cwd=tmp_path)
+    wrong = run_in_process("fit", *common, "--embed.precision", "bf16", cwd=tmp_path)
     assert wrong.returncode == 1 and "fit the cache of another precision with --precision" in wrong.stderr

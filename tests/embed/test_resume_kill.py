@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from evalkit.embed.cache import FAULT_HOOK
-from helpers import CRC_TASK, DATA, RESNET_RANDOM, assert_same_cache, cli_env, evalkit_cmd
+from helpers import CRC_TASK, DATA, RESNET_RANDOM, assert_same_cache, cli_env, evalkit_cmd, run_in_process
 
 TRAIN_BATCHES = 13  # 25 training tiles in batches of 2
 ARGS = ["predict", "--config", CRC_TASK, "--config", RESNET_RANDOM, "--model.init_args.model_name", "resnet18",
@@ -22,8 +22,11 @@ ARGS = ["predict", "--config", CRC_TASK, "--config", RESNET_RANDOM, "--model.ini
 
 def _start(root: Path, log: Path, **env: str) -> subprocess.Popen:
     out = open(log, "w")  # a file, not a pipe: a full pipe would stall the run
+    # SIGINT back to its default: a test run started in the background of a shell inherits it ignored, and
+    # Python then leaves it ignored (as `nohup` intends), so Ctrl+C would never reach the run.
     return subprocess.Popen(evalkit_cmd(*ARGS, "--embeddings_root", root), cwd=root.parent, env=cli_env(**env),
-                            stdout=out, stderr=subprocess.STDOUT)
+                            stdout=out, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait(proc: subprocess.Popen, log: Path, timeout: float = 300) -> str:
@@ -38,9 +41,12 @@ def _wait(proc: subprocess.Popen, log: Path, timeout: float = 300) -> str:
 
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    ref_proc = _start(reference, tmp_path / "reference.log")  # runs alongside, into another root
     proc = _start(killed, tmp_path / "killed.log", **{FAULT_HOOK: "3"})
-    output = _wait(proc, tmp_path / "killed.log")
+    try:  # the uninterrupted run, in this process meanwhile, into another root
+        uninterrupted = run_in_process(*ARGS, "--embeddings_root", reference, cwd=tmp_path)
+    finally:
+        output = _wait(proc, tmp_path / "killed.log")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
     assert proc.returncode == -signal.SIGKILL, output
 
     # Killed mid-split right after its 3rd batch: those batches saved, no file a reader could take as complete.
@@ -51,8 +57,6 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     rerun = subprocess.run(evalkit_cmd(*ARGS, "--embeddings_root", killed), cwd=tmp_path, env=cli_env(),
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    reference_log = _wait(ref_proc, tmp_path / "reference.log")
-    assert ref_proc.returncode == 0, reference_log
 
     files = sorted(p.relative_to(killed) for p in killed.rglob("*.h5"))
     assert [f.name.split("-")[0] for f in files] == ["train", "val"]

@@ -153,7 +153,7 @@ def _smallest_timm_layout_preset():
 
 
 def test_a_cache_snapshot_of_a_listed_model_runs_by_name(tmp_path):
-    from helpers import CRC_TASK, DATA, run_cli
+    from helpers import CRC_TASK, DATA, run_in_process
 
     preset = _smallest_timm_layout_preset()
     cache = tmp_path / "hf-cache"
@@ -161,9 +161,9 @@ def test_a_cache_snapshot_of_a_listed_model_runs_by_name(tmp_path):
     weights = save_state(random_state(preset), repo / "snapshots" / ("e" * 40) / preset.weight_files[0])
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("e" * 40)
-    proc = run_cli("predict_fit", "--config", CRC_TASK, "--model", preset.name, "--head.max_steps", "20",
+    proc = run_in_process("predict_fit", "--config", CRC_TASK, "--model", preset.name, "--head.max_steps", "20",
                    "--head.n_runs", "1", "--data_root", DATA, "--embeddings_root", tmp_path / "emb",
-                   "--results_root", tmp_path / "res", cwd=tmp_path, timeout=600, HF_HUB_CACHE=str(cache))
+                   "--results_root", tmp_path / "res", cwd=tmp_path, HF_HUB_CACHE=str(cache))
     assert proc.returncode == 0, proc.stderr
     [results] = (tmp_path / "res" / "crc_demo" / preset.name).rglob("results.json")
     data = json.loads(results.read_text())

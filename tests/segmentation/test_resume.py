@@ -16,7 +16,7 @@ import pytest
 
 from consep_fixture import build_learnable_consep
 from evalkit.embed.cache import FAULT_HOOK, SCHEMA_VERSION
-from helpers import CONSEP_TASK, VIT_TINY, assert_same_cache, cli_env, evalkit_cmd, h5_tree, run_cli
+from helpers import CONSEP_TASK, VIT_TINY, assert_same_cache, cli_env, evalkit_cmd, h5_tree, run_cli, run_in_process
 
 # 3 training images x 2 crops = 6 crops = 3 batches of 2; 2 test images of 288 px = 2 x 4 grid tiles = 4 batches.
 ARGS = ["predict", "--config", CONSEP_TASK, "--config", VIT_TINY, "--task.dataset.init_args.allow_subset", "true",
@@ -36,34 +36,33 @@ def test_kill_9_in_the_crop_pool_and_in_the_grid_then_rerun_equals_an_uninterrup
     data = tmp_path / "data"
     build_learnable_consep(data)
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    ref_log = tmp_path / "reference.log"
-    with open(ref_log, "w") as out:  # the uninterrupted run, alongside
-        ref_proc = subprocess.Popen(evalkit_cmd(*ARGS, "--data_root", data, "--embeddings_root", reference),
-                                    cwd=tmp_path, env=cli_env(), stdout=out, stderr=subprocess.STDOUT)
+    # 1: killed after 2 of the 3 batches of the training crop pool; the uninterrupted run, in this process meanwhile.
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(evalkit_cmd(*ARGS, "--data_root", data, "--embeddings_root", killed), cwd=tmp_path,
+                                env=cli_env(**{FAULT_HOOK: "2"}), stdout=log, stderr=subprocess.STDOUT)
     try:
-        # 1: killed after 2 of the 3 batches of the training crop pool.
-        first = _predict(data, killed, **{FAULT_HOOK: "2"})
-        assert first.returncode == -signal.SIGKILL, first.stderr
-        assert _batch_files(killed, "train-crop_pool-*.partial") == ["batch-00000000.npz", "batch-00000001.npz"]
-        assert not list(killed.rglob("*.h5")) and not list(killed.rglob("*.h5.tmp"))
-
-        # 2: the pool's last batch is embedded (1 saved: no kill) and the pool assembled; killed in the grid.
-        second = _predict(data, killed, **{FAULT_HOOK: "2"})
-        assert second.returncode == -signal.SIGKILL, second.stderr
-        assert [p.name.split("-")[:2] for p in killed.rglob("*.h5")] == [["train", "crop_pool"]]
-        assert not list(killed.rglob("train-*.partial"))
-        assert _batch_files(killed, "test-grid-*.partial") == ["batch-00000000.npz", "batch-00000001.npz"]
-
-        # 3: without the hook the grid is finished.
-        third = _predict(data, killed)
-        assert third.returncode == 0, third.stderr
-        assert "reusing cache" in third.stderr  # the crop pool is not embedded again
-        ref_proc.wait(timeout=300)
+        uninterrupted = run_in_process(*ARGS, "--data_root", data, "--embeddings_root", reference, cwd=tmp_path)
+        proc.wait(timeout=300)
     finally:
-        if ref_proc.poll() is None:
-            ref_proc.kill()
-            ref_proc.wait()
-    assert ref_proc.returncode == 0, ref_log.read_text()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()
+    assert _batch_files(killed, "train-crop_pool-*.partial") == ["batch-00000000.npz", "batch-00000001.npz"]
+    assert not list(killed.rglob("*.h5")) and not list(killed.rglob("*.h5.tmp"))
+
+    # 2: the pool's last batch is embedded (1 saved: no kill) and the pool assembled; killed in the grid.
+    second = _predict(data, killed, **{FAULT_HOOK: "2"})
+    assert second.returncode == -signal.SIGKILL, second.stderr
+    assert [p.name.split("-")[:2] for p in killed.rglob("*.h5")] == [["train", "crop_pool"]]
+    assert not list(killed.rglob("train-*.partial"))
+    assert _batch_files(killed, "test-grid-*.partial") == ["batch-00000000.npz", "batch-00000001.npz"]
+
+    # 3: without the hook the grid is finished.
+    third = _predict(data, killed)
+    assert third.returncode == 0, third.stderr
+    assert "reusing cache" in third.stderr  # the crop pool is not embedded again
 
     files = sorted(p.relative_to(killed) for p in killed.rglob("*.h5"))
     assert files == sorted(p.relative_to(reference) for p in reference.rglob("*.h5"))
