@@ -23,7 +23,7 @@ from evalkit.embed.cache import PartialCache
 from evalkit.embed.manifest import stat_record_path
 from evalkit.errors import EvalkitError
 from evalkit.locks import FileLock
-from helpers import CRC_TASK, assert_same_cache, cli_env, copy_crc_demo, cpu_embed, evalkit_cmd, load_task, \
+from helpers import CRC_TASK, cli_env, copy_crc_demo, cpu_embed, evalkit_cmd, load_task, \
     model_yaml, small_timm
 
 # Three training tiles of one size (152,228 bytes, uncompressed TIFF): train rows 4, 13 and 19, which are

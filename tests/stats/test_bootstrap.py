@@ -120,6 +120,20 @@ def test_bootstrap_weights_are_draw_counts():
     assert weights.mean().item() == pytest.approx(1.0)
 
 
+def test_the_chunk_size_changes_neither_the_resamples_nor_the_interval(monkeypatch):
+    """Chunks are consecutive resamples of one generator stream, so the memory bound is free to move."""
+    whole = next(bootstrap_weights(300, 40, torch.Generator().manual_seed(1), chunk=40))
+    for chunk in (1, 7, 39):
+        assert torch.equal(torch.cat(list(bootstrap_weights(300, 40, torch.Generator().manual_seed(1), chunk))), whole)
+    logits, target = _case(11, n=3000, classes=5, runs=3)
+    probs = _probs(logits)
+    by_chunk = []
+    for elements in (10**8, 3000 * 37, 3000):  # every resample in one chunk; 37 per chunk; one per chunk
+        monkeypatch.setattr("evalkit.stats.bootstrap.MAX_CHUNK_ELEMENTS", elements)
+        by_chunk.append(bootstrap_ci(target, probs, 5, n_resamples=100, seed=2))
+    assert by_chunk[0] == by_chunk[1] == by_chunk[2]
+
+
 def test_bootstrap_ci_is_reproducible_and_contains_the_estimate():
     logits, target = _case(10, n=400, classes=4, runs=3)
     probs = _probs(logits)

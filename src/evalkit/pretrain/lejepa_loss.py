@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
 from evalkit.errors import EvalkitError
 from evalkit.pretrain.objectives import OBJECTIVES, Objective

@@ -18,8 +18,9 @@ import torch
 from evalkit.errors import EvalkitError
 from evalkit.metrics.classification import ClassificationScorer
 
-# A chunk of resamples holds at most this many weights (float64: 160 MB per [B, N] tensor).
-MAX_CHUNK_ELEMENTS = 20_000_000
+# A chunk of resamples holds at most this many weights: 16 MB of float64 weights beside 16 MB of int64 draws.
+# The resamples do not depend on it (one generator stream, split by resample), and neither do the numbers.
+MAX_CHUNK_ELEMENTS = 1 << 21
 
 
 def weighted_metrics(
@@ -45,8 +46,8 @@ def bootstrap_weights(n: int, n_resamples: int, generator: torch.Generator, chun
     """Draw counts of ``n_resamples`` resamples of ``n`` samples with replacement, ``chunk`` at a time.
 
     Each yielded ``[b, n]`` float64 tensor holds, per resample, how often each sample was drawn
-    (a multinomial count summing to ``n``). The draws depend only on the generator's state and
-    the chunk size, so a seed and a chunk size fix them.
+    (a multinomial count summing to ``n``). The draws depend only on the generator's state: a chunk
+    is the next ``b`` resamples of one stream, so any chunk size gives the same resamples.
     """
     if n < 1 or n_resamples < 1 or chunk < 1:
         raise EvalkitError(f"expected n, n_resamples and chunk of at least 1, got {n}, {n_resamples}, {chunk}")
