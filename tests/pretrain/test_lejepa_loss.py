@@ -258,6 +258,10 @@ def _ddp_worker(rank: int, world_size: int, root: str) -> None:
         value = sigreg(local, step=5, num_directions=32)
         value.backward()
         torch.save({"value": value.detach(), "grad": local.grad}, f"{root}/rank{rank}.pt")
+        # Both ranks done with their collectives before either tears gloo down: a rank that destroys the group
+        # while the other's backward all-reduce is still finishing can abort in gloo's destructor ("terminate
+        # called without an active exception", seen once under CI load).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
