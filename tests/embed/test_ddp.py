@@ -19,15 +19,15 @@ def test_two_ranks_embed_what_one_does_even_with_fewer_batches_than_ranks(tmp_pa
                            cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         one = run_in_process(*ARGS, "--embeddings_root", tmp_path / "one", cwd=tmp_path)
-        _, two.stderr = two.communicate(timeout=240)
+        _, two_err = two.communicate(timeout=240)
     finally:
         if two.poll() is None:
             two.kill()
             two.wait()
     assert one.returncode == 0, one.stderr
-    assert two.returncode == 0, two.stderr
-    assert "Traceback" not in two.stderr
-    assert two.stderr.count(": embedding ") == 2  # one progress line per split, not one per rank
+    assert two.returncode == 0, two_err
+    assert "Traceback" not in two_err
+    assert two_err.count(": embedding ") == 2  # one progress line per split, not one per rank
     caches = sorted((tmp_path / "one").rglob("*.h5"))
     assert [p.name for p in caches] == [p.name for p in sorted((tmp_path / "two").rglob("*.h5"))]
     assert len(caches) == 2
