@@ -4,6 +4,11 @@ A lock is ``flock`` on a small lock file beside what it guards. The kernel drops
 holder exits, killed or not, so a lock is never left stale; the file itself stays (deleting a
 lock file while another process waits on it would let two writers in). The holder writes who it
 is (pid, host, start time, command) into the file, which a waiting process prints.
+
+An ``flock`` belongs to the open file, and a forked child (a DataLoader worker) shares it: were the
+child to keep its copy, a holder killed with ``kill -9`` would leave the lock held by its orphaned
+workers until they noticed and exited, seconds later. So a forked child closes its copies of the
+held locks at once (``os.register_at_fork``); only the process that took a lock holds it.
 """
 
 from __future__ import annotations
@@ -13,8 +18,27 @@ import os
 import socket
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
+
+_HELD: weakref.WeakSet[FileLock] = weakref.WeakSet()  # the locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: close the child's copies of the parent's held locks (the parent keeps them)."""
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            try:
+                os.close(lock._fd)
+            except OSError:
+                pass
+            lock._fd = None
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def _holder_line() -> str:
@@ -58,6 +82,7 @@ class FileLock:
 
     def _hold(self, fd: int) -> None:
         self._fd = fd
+        _HELD.add(self)
         os.ftruncate(fd, 0)
         os.pwrite(fd, _holder_line().encode(), 0)
 
@@ -67,6 +92,7 @@ class FileLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        _HELD.discard(self)
 
     def __enter__(self) -> FileLock:
         self.acquire()

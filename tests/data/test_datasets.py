@@ -215,16 +215,27 @@ def test_image_csv_missing_file_and_empty_split(tmp_path):
 
 # ---- PrecomputedEmbeddings -----------------------------------------------------------------------
 
-def test_precomputed_reads_env_files(monkeypatch):
-    monkeypatch.setenv("TRAIN_H5", "/x/train.h5")
-    monkeypatch.setenv("VAL_H5", "/x/val.h5")
+def test_precomputed_reads_env_files(monkeypatch, tmp_path):
+    for name in ("train.h5", "val.h5", "other_val.h5"):
+        (tmp_path / name).touch()
+    monkeypatch.setenv("TRAIN_H5", str(tmp_path / "train.h5"))
+    monkeypatch.setenv("VAL_H5", str(tmp_path / "val.h5"))
     ds = PrecomputedEmbeddings()
-    assert ds.cache_file("train") == Path("/x/train.h5") and ds.cache_file("val") == Path("/x/val.h5")
+    assert ds.cache_file("train") == tmp_path / "train.h5" and ds.cache_file("val") == tmp_path / "val.h5"
     with pytest.raises(EvalkitError, match="TEST_H5"):
         ds.cache_file("test")
-    assert PrecomputedEmbeddings(val_h5="/y/val.h5").cache_file("val") == Path("/y/val.h5")
+    assert PrecomputedEmbeddings(val_h5=str(tmp_path / "other_val.h5")).cache_file("val") == tmp_path / "other_val.h5"
     with pytest.raises(EvalkitError, match="fit"):
         ds.list_split(".", "train")
+
+
+def test_a_precomputed_file_that_is_not_there_is_named_without_sending_the_user_to_predict(monkeypatch):
+    """`evalkit predict` cannot make a bring-your-own file: the error names the path and where it came from."""
+    monkeypatch.setenv("TRAIN_H5", "no/such/train.h5")
+    with pytest.raises(EvalkitError) as error:
+        PrecomputedEmbeddings().cache_file("train")
+    message = str(error.value)
+    assert "no/such/train.h5" in message and "TRAIN_H5" in message and "predict" not in message
 
 
 def test_precomputed_task_fits_end_to_end(crc_cache, monkeypatch, tmp_path, capsys):
