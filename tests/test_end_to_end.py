@@ -23,10 +23,10 @@ from helpers import CONFIGS, CRC_TASK, DATA, RESNET_RANDOM, model_yaml, run_cli,
 EMBEDDING_LINE = re.compile(r"embedding \d+ images")
 
 
-def _predict_fit(emb: Path, res: Path, cwd: Path):
-    return run_cli("predict_fit", "--config", CRC_TASK, "--config", RESNET_RANDOM,
-                   "--model.init_args.model_name", "resnet18", "--head.max_steps", "300", "--head.n_runs", "2",
-                   "--data_root", DATA, "--embeddings_root", emb, "--results_root", res, cwd=cwd)
+def _predict_fit(emb: Path, res: Path, cwd: Path, run=run_cli):
+    return run("predict_fit", "--config", CRC_TASK, "--config", RESNET_RANDOM, "--model.init_args.model_name",
+               "resnet18", "--model.init_args.preprocessing.input_size", "112", "--head.max_steps", "300",
+               "--head.n_runs", "2", "--data_root", DATA, "--embeddings_root", emb, "--results_root", res, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_second_run_reuses_the_cache(first_run):
     assert proc.returncode == 0, proc.stderr
     caches = sorted((root / "emb").rglob("*.h5"))
     before = {c: c.read_bytes() for c in caches}
-    again = _predict_fit(root / "emb", root / "res", root)
+    again = _predict_fit(root / "emb", root / "res", root, run=run_in_process)  # the first run was the subprocess
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("reusing cache") == 2
     assert not EMBEDDING_LINE.search(again.stderr)

@@ -54,8 +54,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     assert sorted(p.name for p in partial.glob("batch-*.npz")) == [f"batch-{k:08d}.npz" for k in range(3)]
     assert not list(killed.rglob("*.h5")) and not list(killed.rglob("*.h5.tmp"))
 
-    rerun = subprocess.run(evalkit_cmd(*ARGS, "--embeddings_root", killed), cwd=tmp_path, env=cli_env(),
-                           capture_output=True, text=True, timeout=300)
+    rerun = run_in_process(*ARGS, "--embeddings_root", killed, cwd=tmp_path)  # the resume needs no process of its own
     assert rerun.returncode == 0, rerun.stderr
 
     files = sorted(p.relative_to(killed) for p in killed.rglob("*.h5"))

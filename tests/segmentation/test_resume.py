@@ -59,8 +59,8 @@ def test_kill_9_in_the_crop_pool_and_in_the_grid_then_rerun_equals_an_uninterrup
     assert not list(killed.rglob("train-*.partial"))
     assert _batch_files(killed, "test-grid-*.partial") == ["batch-00000000.npz", "batch-00000001.npz"]
 
-    # 3: without the hook the grid is finished.
-    third = _predict(data, killed)
+    # 3: without the hook the grid is finished (in this process: the resume needs no process of its own).
+    third = run_in_process(*ARGS, "--data_root", data, "--embeddings_root", killed, cwd=tmp_path)
     assert third.returncode == 0, third.stderr
     assert "reusing cache" in third.stderr  # the crop pool is not embedded again
 
