@@ -33,8 +33,9 @@ class PrecomputedEmbeddings(DatasetSpec):
         if not path:
             raise EvalkitError(f"no embeddings file for split '{split}'; set {split.upper()}_H5 or --task.dataset.{split}_h5")
         if not Path(path).is_file():  # the user's own file: `evalkit predict` cannot make it
+            where = "" if Path(path).is_absolute() else f", relative to {Path.cwd()}"
             raise EvalkitError(f"embeddings file for split '{split}' not found: {path} (from {split.upper()}_H5 or "
-                               f"--task.dataset.{split}_h5); check the path, relative to {Path.cwd()}")
+                               f"--task.dataset.{split}_h5); check the path{where}")
         return Path(path)
 
     def _list(self, data_root: str | Path, split: str) -> SplitListing:
