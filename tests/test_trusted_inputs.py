@@ -23,7 +23,7 @@ from evalkit.pipeline import fit
 from evalkit.results import remove_leftover_runs
 from evalkit.stats.config import StatsConfig
 from evalkit.task import Task
-from helpers import CRC_TASK, run_cli
+from helpers import CRC_TASK, run_in_process
 
 CLASSES = ["a", "b", "c"]
 
@@ -122,9 +122,9 @@ def test_derived_names_are_encoded_not_refused():
 
 
 def test_cli_refuses_an_escaping_model_name_before_any_work(tmp_path):
-    result = run_cli("predict_fit", "--config", CRC_TASK, "--config", "configs/models/resnet50_random.yaml",
-                     "--model.name", "../../../escaped", cwd=Path(__file__).resolve().parents[1],
-                     EMBEDDINGS_ROOT=str(tmp_path / "emb"), RESULTS_ROOT=str(tmp_path / "runs"))
+    result = run_in_process("predict_fit", "--config", CRC_TASK, "--config", "configs/models/resnet50_random.yaml",
+                            "--model.name", "../../../escaped", cwd=Path(__file__).resolve().parents[1],
+                            EMBEDDINGS_ROOT=str(tmp_path / "emb"), RESULTS_ROOT=str(tmp_path / "runs"))
     assert result.returncode != 0
     assert "evalkit: error: model name '../../../escaped' cannot be used as a folder name" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path.parent / "escaped").exists()
