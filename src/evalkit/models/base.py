@@ -288,6 +288,12 @@ def weights_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
+def check_pooling(pooling: str) -> None:
+    """Refuses, in one line, a pooling that is not one of :data:`POOLINGS`."""
+    if pooling not in POOLINGS:
+        raise EvalkitError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
+
+
 def pool_tokens(features: torch.Tensor, pooling: Pooling, num_prefix_tokens: int = 1) -> torch.Tensor:
     """The image embedding ``[B, D]`` (``[B, 2D]`` for ``cls_mean``) of a backbone output.
 
@@ -296,8 +302,7 @@ def pool_tokens(features: torch.Tensor, pooling: Pooling, num_prefix_tokens: int
     excluded), ``cls_mean`` the two concatenated, class token first. A CNN map ``[B, C, H, W]`` has no class
     token: ``cls`` and ``mean`` are both its global average, ``cls_mean`` is refused.
     """
-    if pooling not in POOLINGS:
-        raise EvalkitError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
+    check_pooling(pooling)
     if features.ndim == 4:
         if pooling == "cls_mean":
             raise EvalkitError("pooling 'cls_mean' needs a class token, and this backbone gives a CNN feature map; "

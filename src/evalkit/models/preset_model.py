@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.models.base import POOLINGS, Backbone, ModelSpec, Pooling, Preprocessing, package_version
+from evalkit.models.base import Backbone, ModelSpec, Pooling, Preprocessing, check_pooling, package_version
 from evalkit.models.checkpoint import read_state_dict
 from evalkit.models.key_maps import load_mapped
 from evalkit.models.presets import Preset, create_network, get_preset
@@ -53,8 +53,8 @@ class PresetModel(ModelSpec):
         preprocessing: Preprocessing | None = None,
     ) -> None:
         super().__init__(name, preprocessing)
-        if pooling is not None and pooling not in POOLINGS:
-            raise EvalkitError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
+        if pooling is not None:
+            check_pooling(pooling)
         self.preset: Preset = get_preset(preset)
         if self.preset.random_init and weights is not None:
             raise EvalkitError(f"model preset '{self.preset.name}' is the random-init control and takes no weights; "
