@@ -294,6 +294,15 @@ def check_pooling(pooling: str) -> None:
         raise EvalkitError(f"pooling '{pooling}' is not one of {', '.join(POOLINGS)}")
 
 
+def pooled_width(width: int, pooling: Pooling | None, feature_map: bool, what: str = "this backbone") -> int:
+    """The width of the pooled embedding of a backbone whose tokens (or channels) are ``width`` wide: twice
+    that for ``cls_mean``, which is refused, in one line naming ``what``, for a CNN ``feature_map``."""
+    if pooling == "cls_mean" and feature_map:
+        raise EvalkitError(f"pooling 'cls_mean' needs a class token, and {what} gives a CNN feature map; use pooling "
+                           "'mean' (the global average)")
+    return width * (2 if pooling == "cls_mean" else 1)
+
+
 def pool_tokens(features: torch.Tensor, pooling: Pooling, num_prefix_tokens: int = 1) -> torch.Tensor:
     """The image embedding ``[B, D]`` (``[B, 2D]`` for ``cls_mean``) of a backbone output.
 
@@ -304,9 +313,7 @@ def pool_tokens(features: torch.Tensor, pooling: Pooling, num_prefix_tokens: int
     """
     check_pooling(pooling)
     if features.ndim == 4:
-        if pooling == "cls_mean":
-            raise EvalkitError("pooling 'cls_mean' needs a class token, and this backbone gives a CNN feature map; "
-                               "use pooling 'mean' (the global average)")
+        pooled_width(features.shape[1], pooling, feature_map=True)  # refuses cls_mean
         return features.mean(dim=(2, 3))
     if features.ndim != 3:
         raise EvalkitError(f"pooling '{pooling}' expects tokens [B, T, D] or a feature map [B, C, H, W], got shape "

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.models.base import Backbone, ModelSpec, Preprocessing, pool_features, pool_tokens
+from evalkit.models.base import Backbone, ModelSpec, Preprocessing, pool_features, pool_tokens, pooled_width
 from evalkit.models.checkpoint import first_unreadable, no_code_loads
 from evalkit.models.registry import MODELS
 from evalkit.models.trust import TRUST_CODE_ENV, code_trusted
@@ -18,12 +18,11 @@ from evalkit.models.trust import TRUST_CODE_ENV, code_trusted
 
 class _HFBackbone(Backbone):
     def __init__(self, net: torch.nn.Module, preprocessing: Preprocessing, pooling: str, num_prefix_tokens: int):
-        hidden = getattr(net.config, "hidden_size", None)
-        if hidden is None and pooling == "cls_mean":
-            raise EvalkitError(f"pooling 'cls_mean' needs a class token, and this {type(net).__name__} gives a CNN "
-                               "feature map; use pooling 'mean' (the global average)")
-        hidden = hidden or net.config.hidden_sizes[-1]
-        super().__init__(hidden * (2 if pooling == "cls_mean" else 1), preprocessing)
+        hidden = getattr(net.config, "hidden_size", None)  # None: a CNN, whose widths are hidden_sizes
+        feature_map = hidden is None
+        width = pooled_width(net.config.hidden_sizes[-1] if feature_map else hidden, pooling, feature_map,
+                             f"this {type(net).__name__}")
+        super().__init__(width, preprocessing)
         self.net = net
         self.pooling = pooling
         self.num_prefix_tokens = num_prefix_tokens

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import torch
 
 from evalkit.errors import EvalkitError
-from evalkit.models.base import Backbone, ModelSpec, Pooling, Preprocessing, package_version, pool_tokens
+from evalkit.models.base import Backbone, ModelSpec, Pooling, Preprocessing, package_version, pool_tokens, pooled_width
 from evalkit.models.checkpoint import load_strict, no_code_loads, read_state_dict, remap_keys, unreadable
 from evalkit.models.registry import MODELS
 
@@ -20,13 +20,11 @@ class TimmBackbone(Backbone):
 
     def __init__(self, net: torch.nn.Module, preprocessing: Preprocessing, pooling: Pooling | None = None) -> None:
         tokens = isinstance(getattr(net, "num_prefix_tokens", None), int)  # ViT-like; timm's CNNs have no such field
-        if pooling == "cls_mean" and not tokens:
-            raise EvalkitError(f"pooling 'cls_mean' needs a class token, and timm model {type(net).__name__} gives a CNN "
-                               "feature map; use pooling 'mean' (the global average)")
+        width = pooled_width(net.num_features, pooling, not tokens, f"timm model {type(net).__name__}")
         if pooling in ("cls", "cls_mean") and tokens and not _has_class_token(net):
             raise EvalkitError(f"pooling '{pooling}' needs a class token, and this timm {type(net).__name__} has none; "
                                "use pooling 'mean'")
-        super().__init__(net.num_features * (2 if pooling == "cls_mean" else 1), preprocessing)
+        super().__init__(width, preprocessing)
         self.net = net
         self.pooling = pooling
         self.num_prefix_tokens = getattr(net, "num_prefix_tokens", 0)
