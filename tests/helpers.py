@@ -6,10 +6,11 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -61,6 +62,26 @@ def run_cli(*args: str | os.PathLike, cwd: Path, timeout: float = 300, **env: st
     """Run the real command line in a subprocess (``python -m evalkit``)."""
     return subprocess.run(evalkit_cmd(*args), cwd=cwd, env=cli_env(**env), capture_output=True, text=True,
                           timeout=timeout)
+
+
+@contextlib.contextmanager
+def background_cli(*args: str | os.PathLike, cwd: Path, log: Path, timeout: float = 300,
+                   **env: str) -> Iterator[subprocess.Popen]:
+    """``python -m evalkit`` started in the background, for the ``with`` block (the test's own work runs
+    meanwhile), then waited for up to ``timeout`` s and killed if it is still running. Its stdout and stderr go
+    to ``log``: a pipe nobody reads would stall it once full. SIGINT is back to its default: a test run started
+    in the background of a shell inherits it ignored, and Python then leaves it ignored, so Ctrl+C would
+    never reach the run."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(evalkit_cmd(*args), cwd=cwd, env=cli_env(**env), stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        yield proc
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def run_in_process(*args: str | os.PathLike, cwd: Path, **env: str) -> subprocess.CompletedProcess:

@@ -3,9 +3,7 @@ also when a split has fewer batches than ranks (the val split here is one batch)
 
 from __future__ import annotations
 
-import subprocess
-
-from helpers import CRC_TASK, DATA, RESNET_RANDOM, assert_same_cache, cli_env, evalkit_cmd, run_in_process
+from helpers import CRC_TASK, DATA, RESNET_RANDOM, assert_same_cache, background_cli, run_in_process
 
 ARGS = ["predict", "--config", CRC_TASK, "--config", RESNET_RANDOM, "--model.init_args.model_name", "resnet18",
         "--model.init_args.preprocessing.input_size", "64", "--data_root", DATA, "--embed.num_workers", "0",
@@ -15,15 +13,11 @@ ARGS = ["predict", "--config", CRC_TASK, "--config", RESNET_RANDOM, "--model.ini
 def test_two_ranks_embed_what_one_does_even_with_fewer_batches_than_ranks(tmp_path):
     # Two ranks need a process of their own (Lightning starts the second by rerunning the command line); the
     # one-process reference runs here meanwhile.
-    two = subprocess.Popen(evalkit_cmd(*ARGS, "--embed.devices", "2", "--embeddings_root", tmp_path / "two"),
-                           cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    log = tmp_path / "two.log"
+    with background_cli(*ARGS, "--embed.devices", "2", "--embeddings_root", tmp_path / "two", cwd=tmp_path, log=log,
+                        timeout=240) as two:
         one = run_in_process(*ARGS, "--embeddings_root", tmp_path / "one", cwd=tmp_path)
-        _, two_err = two.communicate(timeout=240)
-    finally:
-        if two.poll() is None:
-            two.kill()
-            two.wait()
+    two_err = log.read_text()  # stdout and stderr: predict prints its progress on stderr
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two_err
     assert "Traceback" not in two_err

@@ -7,12 +7,10 @@ saved its N-th batch file (embed/cache.py ``FAULT_HOOK``), so no test races a ti
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 from evalkit.embed.cache import FAULT_HOOK
-from helpers import CRC_TASK, DATA, RESNET_RANDOM, assert_same_cache, cli_env, evalkit_cmd, run_in_process
+from helpers import CRC_TASK, DATA, RESNET_RANDOM, assert_same_cache, background_cli, run_in_process
 
 TRAIN_BATCHES = 13  # 25 training tiles in batches of 2
 ARGS = ["predict", "--config", CRC_TASK, "--config", RESNET_RANDOM, "--model.init_args.model_name", "resnet18",
@@ -20,34 +18,14 @@ ARGS = ["predict", "--config", CRC_TASK, "--config", RESNET_RANDOM, "--model.ini
         "--embed.batch_size", "2", "--embed.num_workers", "0", "--embed.accelerator", "cpu"]
 
 
-def _start(root: Path, log: Path, **env: str) -> subprocess.Popen:
-    out = open(log, "w")  # a file, not a pipe: a full pipe would stall the run
-    # SIGINT back to its default: a test run started in the background of a shell inherits it ignored, and
-    # Python then leaves it ignored (as `nohup` intends), so Ctrl+C would never reach the run.
-    return subprocess.Popen(evalkit_cmd(*ARGS, "--embeddings_root", root), cwd=root.parent, env=cli_env(**env),
-                            stdout=out, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-
-
-def _wait(proc: subprocess.Popen, log: Path, timeout: float = 300) -> str:
-    try:
-        proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return log.read_text()
-
-
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    proc = _start(killed, tmp_path / "killed.log", **{FAULT_HOOK: "3"})
-    try:  # the uninterrupted run, in this process meanwhile, into another root
+    log = tmp_path / "killed.log"
+    with background_cli(*ARGS, "--embeddings_root", killed, cwd=tmp_path, log=log, **{FAULT_HOOK: "3"}) as proc:
+        # the uninterrupted run, in this process meanwhile, into another root
         uninterrupted = run_in_process(*ARGS, "--embeddings_root", reference, cwd=tmp_path)
-    finally:
-        output = _wait(proc, tmp_path / "killed.log")
     assert uninterrupted.returncode == 0, uninterrupted.stderr
-    assert proc.returncode == -signal.SIGKILL, output
+    assert proc.returncode == -signal.SIGKILL, log.read_text()
 
     # Killed mid-split right after its 3rd batch: those batches saved, no file a reader could take as complete.
     [partial] = killed.glob("crc_demo/*/train-rows-*.partial")
@@ -67,20 +45,15 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path):
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
     """Ctrl+C (SIGINT) mid-embedding: the saved batches stay, and the user is told to rerun, in one line."""
-    root = tmp_path / "emb"
-    proc = _start(root, tmp_path / "interrupted.log")
-    try:
+    root, log = tmp_path / "emb", tmp_path / "interrupted.log"
+    with background_cli(*ARGS, "--embeddings_root", root, cwd=tmp_path, log=log, timeout=120) as proc:
         deadline = time.monotonic() + 240
         while not list(root.glob("crc_demo/*/train-*.partial/batch-*.npz")):
             assert proc.poll() is None, "predict ended before it could be interrupted"
             assert time.monotonic() < deadline, "no batch file appeared in time"
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
-        output = _wait(proc, tmp_path / "interrupted.log", timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    output = log.read_text()
     assert proc.returncode != 0
     assert "Traceback" not in output
     assert list(root.glob("crc_demo/*/train-*.partial/batch-*.npz")), "saved batches must survive"

@@ -16,7 +16,7 @@ import pytest
 
 from consep_fixture import build_learnable_consep
 from evalkit.embed.cache import FAULT_HOOK, SCHEMA_VERSION
-from helpers import CONSEP_TASK, VIT_TINY, assert_same_cache, cli_env, evalkit_cmd, h5_tree, run_cli, run_in_process
+from helpers import CONSEP_TASK, VIT_TINY, assert_same_cache, background_cli, h5_tree, run_cli, run_in_process
 
 # 3 training images x 2 crops = 6 crops = 3 batches of 2; 2 test images of 288 px = 2 x 4 grid tiles = 4 batches.
 ARGS = ["predict", "--config", CONSEP_TASK, "--config", VIT_TINY, "--task.dataset.init_args.allow_subset", "true",
@@ -37,18 +37,12 @@ def test_kill_9_in_the_crop_pool_and_in_the_grid_then_rerun_equals_an_uninterrup
     build_learnable_consep(data)
     killed, reference = tmp_path / "killed", tmp_path / "reference"
     # 1: killed after 2 of the 3 batches of the training crop pool; the uninterrupted run, in this process meanwhile.
-    with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen(evalkit_cmd(*ARGS, "--data_root", data, "--embeddings_root", killed), cwd=tmp_path,
-                                env=cli_env(**{FAULT_HOOK: "2"}), stdout=log, stderr=subprocess.STDOUT)
-    try:
+    log = tmp_path / "first.log"
+    with background_cli(*ARGS, "--data_root", data, "--embeddings_root", killed, cwd=tmp_path, log=log,
+                        **{FAULT_HOOK: "2"}) as proc:
         uninterrupted = run_in_process(*ARGS, "--data_root", data, "--embeddings_root", reference, cwd=tmp_path)
-        proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert uninterrupted.returncode == 0, uninterrupted.stderr
-    assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()
     assert _batch_files(killed, "train-crop_pool-*.partial") == ["batch-00000000.npz", "batch-00000001.npz"]
     assert not list(killed.rglob("*.h5")) and not list(killed.rglob("*.h5.tmp"))
 
