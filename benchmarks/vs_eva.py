@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 REPO = Path(__file__).resolve().parents[1]
 EVA_VENV = REPO / "benchmarks" / ".eva-venv"
@@ -430,15 +431,9 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def _seconds(values: list[float]) -> str:
     """One run's seconds, or min / median of the repeats."""
-    return f"{values[0]:.1f}" if len(values) == 1 else f"{min(values):.1f} / {_median(values):.1f}"
+    return f"{values[0]:.1f}" if len(values) == 1 else f"{min(values):.1f} / {median(values):.1f}"
 
 
 def report(embed: dict | None, head: dict | None, args: argparse.Namespace) -> None:
@@ -451,14 +446,14 @@ def report(embed: dict | None, head: dict | None, args: argparse.Namespace) -> N
     print("| stage | eva | evalkit | evalkit vs eva | target | met |")
     print("|---|---:|---:|---:|---|---|")
     if embed:
-        n, evalkit_s = embed["images"], _median(embed["evalkit_s"])
+        n, evalkit_s = embed["images"], median(embed["evalkit_s"])
         eva_ips, evalkit_ips = n / embed["eva_s"], n / evalkit_s
         print(f"| embedding, {n:,} images: wall (s) | {embed['eva_s']:.1f} | {_seconds(embed['evalkit_s'])} | "
               f"{embed['eva_s'] / evalkit_s:.2f}x faster | | |")
         print(f"| embedding: images/s | {eva_ips:.1f} | {evalkit_ips:.1f} | {evalkit_ips / eva_ips:.2f}x | "
               f">= 1.0x | {yes(evalkit_ips / eva_ips >= 1.0)} |")
     if head:
-        speedup = head["eva_s"] / _median(head["evalkit_s"])
+        speedup = head["eva_s"] / median(head["evalkit_s"])
         eva_ba, evalkit_ba = _mean(head["eva_runs"]), _mean(head["evalkit_runs"])
         diff = 100 * abs(evalkit_ba - eva_ba)
         print(f"| head, {args.n_runs} runs x {head['head']['max_steps']:,} steps max: wall (s) | {head['eva_s']:.1f} | "
