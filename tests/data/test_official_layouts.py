@@ -28,7 +28,7 @@ from evalkit.errors import EvalkitError
 from fixtures import (BACH_CLASSES, BACH_FILES, BACH_SIZE, BUILDERS, CONSEP_CLASSES, MHIST_CLASSES, MHIST_HEADER,
                       PCAM_CLASSES, PCAM_LABELS, PUBLISHED, TYPE_TO_CLASS_REFERENCE, Expected, Outcome, build_all,
                       build_crc, build_mhist, gzip_file, pcam_file, pcam_patches, run_many, truncate)
-from helpers import CONFIGS, CRC_CLASSES, load_task, model_yaml, read_h5
+from helpers import CONFIGS, CRC_CLASSES, load_task, model_yaml, read_h5, run_in_process
 
 TASKS = CONFIGS / "tasks"
 SPECS = {name: DATASETS.get(name) for name in PUBLISHED}  # every registered dataset with official counts
@@ -508,16 +508,17 @@ def outcomes(cli_data) -> dict[str, Outcome]:
     return dict(done)
 
 
-@pytest.fixture
-def evalkit(cli_data, outcomes, capsys):
-    """``evalkit(name)``: the subprocess outcome where one ran, else ``evalkit.cli.main`` in-process, once."""
-    from evalkit.cli import main
+@pytest.fixture(scope="module")
+def evalkit(cli_data, outcomes):
+    """``evalkit(name)``: the subprocess outcome where one ran, else ``evalkit.cli.main`` in-process, once, in
+    the case's own folder as the subprocesses run."""
 
     def run(name: str) -> Outcome:
         if name not in outcomes:
-            capsys.readouterr()
-            code = main(cli_data["argv"][name])
-            outcomes[name] = Outcome(code, *capsys.readouterr(), cli_data["base"] / name)
+            folder = cli_data["base"] / name
+            folder.mkdir(exist_ok=True)
+            proc = run_in_process(*cli_data["argv"][name], cwd=folder)
+            outcomes[name] = Outcome(proc.returncode, proc.stdout, proc.stderr, folder)
         return outcomes[name]
 
     return run
@@ -598,15 +599,13 @@ def test_cli_data_check_gzipped_pcam_file(evalkit):
                           "camelyonpatch_level_2_split_test_y.h5.gz")
 
 
-def test_cli_unreadable_file_is_not_called_a_subset_problem(tmp_path, capsys):
+def test_cli_unreadable_file_is_not_called_a_subset_problem(tmp_path):
     """The allow_subset hint is for count problems only, wherever the data lives (here: under 'official_release')."""
-    from evalkit.cli import main
-
     data_root = tmp_path / "official_release"
     BUILDERS["mhist"](data_root)
     truncate(data_root / CORRUPT["mhist"][0])
-    code = main(_check("mhist", data_root, *SUBSET))
-    error = _assert_clean_failure(Outcome(code, *capsys.readouterr(), tmp_path), CORRUPT["mhist"][1])
+    proc = run_in_process(*_check("mhist", data_root, *SUBSET), cwd=tmp_path)
+    error = _assert_clean_failure(Outcome(proc.returncode, proc.stdout, proc.stderr, tmp_path), CORRUPT["mhist"][1])
     assert "allow_subset" not in error
 
 
