@@ -56,8 +56,10 @@ def torch_threads(n: int | None) -> Iterator[None]:
     """torch's intra-op threads set to ``n`` inside the block (``None``: left as they are), and the caller's
     count restored after it, however the block ends."""
     before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
     try:
         yield
     finally:

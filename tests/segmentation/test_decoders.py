@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from evalkit.errors import EvalkitError
+from evalkit.runtime import torch_threads
 from evalkit.segmentation import IGNORE_INDEX, SEG_DECODERS, build_decoder
 
 K = 5
@@ -31,10 +32,8 @@ def blocky_target(size=128, block=16, batch=2, seed=1):
 def _one_thread():
     """Small ops on a shared 2-core machine: under load, two busy-waiting OpenMP threads ran the
     overfit tests 40x slower than one thread does."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_registry_holds_the_three_decoders():

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import evalkit.segmentation.mask2former as m2f
+from evalkit.runtime import torch_threads
 from evalkit.segmentation import (IGNORE_INDEX, Mask2FormerDecoder, mask2former_loss, match_cost,
                                   semantic_targets)
 
@@ -14,10 +15,8 @@ from evalkit.segmentation import (IGNORE_INDEX, Mask2FormerDecoder, mask2former_
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Small ops: one thread avoids OpenMP contention on a shared 2-core machine (see test_decoders)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_attention_mask_opens_empty_rows():
