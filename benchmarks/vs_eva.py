@@ -419,7 +419,7 @@ def head_stage(eva: Path, work: Path, args: argparse.Namespace) -> dict:
     eva_runs = eva_results["metrics"]["val"][0][EVA_METRIC]["values"]
     return {
         "eva_s": eva_s, "evalkit_s": evalkit_s, "evalkit_fit_s": fit_s,
-        "eva_runs": eva_runs, "evalkit_runs": evalkit_results["metrics"]["val"]["balanced_accuracy"]["runs"],
+        "eva_runs": eva_runs, "evalkit_runs": first_runs,
         "head": head, "evalkit_best_epochs": head["best_epochs"], "evalkit_stopped_epochs": head["stopped_epochs"],
     }
 
